@@ -1,0 +1,3 @@
+"""Human-facing pages of the bookmarks app (the approval page)."""
+
+urlpatterns: list = []

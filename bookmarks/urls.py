@@ -1,0 +1,3 @@
+"""URLs of the bookmarks app."""
+
+urlpatterns: list = []

@@ -1,0 +1,65 @@
+"""Secrets for settings: from the environment, generated once into var/ in development."""
+
+import fcntl
+import json
+import os
+import secrets
+from pathlib import Path
+
+from cryptography.fernet import Fernet
+from django.core.exceptions import ImproperlyConfigured
+
+# Minimum lengths for values an operator supplies; shorter ones are refused in production.
+MIN_SECRET_KEY_LENGTH = 50
+MIN_SIGNING_KEY_LENGTH = 32
+
+_GENERATORS = {
+    "ELSA_SECRET_KEY": lambda: secrets.token_urlsafe(64),
+    "ELSA_SIGNING_KEY": lambda: secrets.token_urlsafe(48),
+    "ELSA_ENCRYPTION_KEYS": lambda: Fernet.generate_key().decode(),
+}
+
+_WEAK_VALUES = {"", "changeme", "secret", "insecure", "django-insecure", "password"}
+
+
+def validate_secret(name: str, value: str) -> None:
+    """Raise ImproperlyConfigured naming the variable when a secret is missing or weak."""
+    if value.strip().lower() in _WEAK_VALUES or value.startswith("django-insecure"):
+        raise ImproperlyConfigured(f"{name} is missing or insecure; set a strong random value.")
+    if name == "ELSA_SECRET_KEY" and (len(value) < MIN_SECRET_KEY_LENGTH or len(set(value)) < 5):
+        raise ImproperlyConfigured(f"{name} must be at least {MIN_SECRET_KEY_LENGTH} random characters.")
+    if name == "ELSA_SIGNING_KEY" and len(value) < MIN_SIGNING_KEY_LENGTH:
+        raise ImproperlyConfigured(f"{name} must be at least {MIN_SIGNING_KEY_LENGTH} characters.")
+    if name == "ELSA_ENCRYPTION_KEYS":
+        for key in value.split(","):
+            try:
+                Fernet(key.strip().encode())
+            except (ValueError, TypeError) as exc:
+                # Never echo the key itself: only which variable is wrong.
+                raise ImproperlyConfigured(
+                    f"{name} must be comma-separated Fernet keys (32 url-safe base64 bytes each)."
+                ) from exc
+
+
+def load_secret(name: str, *, environ_value: str | None, production: bool, var_dir: Path) -> str:
+    """Return the secret called `name`; generate it into var/ only outside production."""
+    if environ_value:
+        validate_secret(name, environ_value)
+        return environ_value
+    if production:
+        raise ImproperlyConfigured(f"{name} is required when ELSA_ENV=production.")
+    store = var_dir / "keys.json"
+    var_dir.mkdir(parents=True, exist_ok=True)
+    # make run starts web, worker and beat at once: a file lock makes them agree on one value.
+    with open(var_dir / "keys.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        stored: dict[str, str] = json.loads(store.read_text()) if store.exists() else {}
+        if name not in stored:
+            stored[name] = _GENERATORS[name]()
+            # Mode 0600 from creation so no other user on the host can read the keys.
+            tmp = store.with_suffix(".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                json.dump(stored, fh)
+            os.replace(tmp, store)
+    return stored[name]

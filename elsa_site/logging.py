@@ -1,0 +1,130 @@
+"""JSON log lines with a request id, and a filter that redacts sensitive values at any depth."""
+
+import contextvars
+import json
+import logging
+import re
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+from django.conf import settings
+
+REDACTED = "[redacted]"
+request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+
+# Keys whose values never reach a log line, whatever their depth in a structure.
+BASE_SENSITIVE_KEYS = frozenset(
+    {
+        "input",
+        "output",
+        "outputs",
+        "variables",
+        "vars",
+        "password",
+        "token",
+        "secret",
+        "api_key",
+        "apikey",
+        "authorization",
+        "client_secret",
+        "access_token",
+        "refresh_token",
+        "cookie",
+        "x-api-key",
+        "credentials",
+    }
+)
+# Resume tokens travel in `t=` query parameters; strip them from any logged URL or message.
+_TOKEN_IN_URL = re.compile(r"((?:^|[?&;\s])t=)[^&\s\"']+")
+_BEARER = re.compile(r"\b(Bearer|ApiKey)\s+[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
+
+
+def sensitive_keys() -> frozenset[str]:
+    extra = getattr(settings, "ELSA_LOG_REDACTED_FIELDS", []) if settings.configured else []
+    return BASE_SENSITIVE_KEYS | {k.lower() for k in extra}
+
+
+def scrub_text(text: str) -> str:
+    """Remove resume tokens and credentials embedded in free text."""
+    return _BEARER.sub(r"\1 " + REDACTED, _TOKEN_IN_URL.sub(r"\1" + REDACTED, text))
+
+
+def redact(value, keys: frozenset[str] | None = None, _depth: int = 0):
+    """Return a copy of `value` with the values of sensitive keys replaced, at any depth."""
+    keys = sensitive_keys() if keys is None else keys
+    if _depth > 20:
+        return REDACTED
+    if isinstance(value, Mapping):
+        return {k: (REDACTED if str(k).lower() in keys else redact(v, keys, _depth + 1)) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [redact(v, keys, _depth + 1) for v in value]
+    if isinstance(value, str):
+        return scrub_text(value)
+    return value
+
+
+class RedactingFilter(logging.Filter):
+    """Redacts sensitive keys in a record's args and extras, and tokens in its message."""
+
+    _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        keys = sensitive_keys()
+        if isinstance(record.msg, str):
+            record.msg = scrub_text(record.msg)
+        if record.args:
+            if isinstance(record.args, Mapping):
+                record.args = redact(dict(record.args), keys)
+            else:
+                record.args = tuple(redact(a, keys) for a in record.args)
+        for name in list(record.__dict__):
+            if name in self._STANDARD:
+                continue
+            record.__dict__[name] = REDACTED if name.lower() in keys else redact(record.__dict__[name], keys)
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """Formats a record as one JSON object per line."""
+
+    _STANDARD = RedactingFilter._STANDARD
+
+    def format(self, record: logging.LogRecord) -> str:
+        payload = {
+            "ts": datetime.fromtimestamp(record.created, tz=UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": scrub_text(record.getMessage()),
+        }
+        request_id = getattr(record, "request_id", None) or request_id_var.get()
+        if request_id:
+            payload["request_id"] = request_id
+        for name, value in record.__dict__.items():
+            if name not in self._STANDARD and name not in payload and not name.startswith("_"):
+                payload[name] = value
+        if record.exc_info:
+            payload["exc_info"] = scrub_text(self.formatException(record.exc_info))
+        return json.dumps(payload, default=str)
+
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+class RequestIdMiddleware:
+    """Tags each request (and its log lines) with an id, honouring a well-formed X-Request-ID."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        incoming = request.headers.get("X-Request-ID", "")
+        request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        request.request_id = request_id
+        token = request_id_var.set(request_id)
+        try:
+            response = self.get_response(request)
+        finally:
+            request_id_var.reset(token)
+        response["X-Request-ID"] = request_id
+        return response

@@ -1,0 +1,288 @@
+"""Settings shared by every environment, read from the environment with django-environ."""
+
+from datetime import timedelta
+from pathlib import Path
+
+import environ
+
+from elsa_site.keys import load_secret
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+VAR_DIR = BASE_DIR / "var"
+
+env = environ.Env()
+if (BASE_DIR / ".env").exists():
+    environ.Env.read_env(BASE_DIR / ".env")
+
+ELSA_ENV = env.str("ELSA_ENV", default="development")
+IS_PRODUCTION = ELSA_ENV == "production"
+
+
+def _secret(name: str) -> str:
+    return load_secret(name, environ_value=env.str(name, default=""), production=IS_PRODUCTION, var_dir=VAR_DIR)
+
+
+SECRET_KEY = _secret("ELSA_SECRET_KEY")
+ELSA_SIGNING_KEY = _secret("ELSA_SIGNING_KEY")
+# Newest key first: it encrypts; every listed key decrypts, so keys rotate without breaking tokens.
+ELSA_ENCRYPTION_KEYS = [k.strip() for k in _secret("ELSA_ENCRYPTION_KEYS").split(",") if k.strip()]
+
+DEBUG = env.bool("ELSA_DEBUG", default=False)
+
+PORT = env.int("PORT", default=8000)
+ALLOWED_HOSTS = env.list("ELSA_ALLOWED_HOSTS", default=["localhost", "127.0.0.1"])
+ELSA_PUBLIC_URL = env.str("ELSA_PUBLIC_URL", default=f"http://127.0.0.1:{PORT}").rstrip("/")
+# How many reverse proxies in front of us append to X-Forwarded-For. 0 (the default) means the
+# header is ignored entirely, so a client cannot forge its own IP for audit or rate limiting.
+ELSA_TRUSTED_PROXY_COUNT = env.int("ELSA_TRUSTED_PROXY_COUNT", default=0)
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "corsheaders",
+    "rest_framework",
+    "rest_framework_simplejwt.token_blacklist",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "elsa_site",
+    "audit",
+    "identity",
+    "workflows",
+    "bookmarks",
+]
+
+MIDDLEWARE = [
+    "elsa_site.logging.RequestIdMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "corsheaders.middleware.CorsMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "elsa_site.urls"
+WSGI_APPLICATION = "elsa_site.wsgi.application"
+AUTH_USER_MODEL = "identity.User"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Data stores -------------------------------------------------------------------------------
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+DATABASES = {"default": env.db_url("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'elsa.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL + a busy timeout let the web process, worker and beat share one SQLite file.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
+    )
+else:
+    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("ELSA_DB_CONN_MAX_AGE", default=60))
+    DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://elsa")}
+CACHE_IS_SHARED = CACHES["default"]["BACKEND"] in {
+    "django_redis.cache.RedisCache",
+    "django.core.cache.backends.redis.RedisCache",
+}
+# make run serves the API from one process on embedded defaults; set this above 1 only with a
+# shared cache (the elsa_site.E004 check enforces it).
+ELSA_WEB_CONCURRENCY = env.int("ELSA_WEB_CONCURRENCY", default=1)
+
+# --- Passwords ---------------------------------------------------------------------------------
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2SHA1PasswordHasher",
+    "django.contrib.auth.hashers.ScryptPasswordHasher",
+]
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
+
+# Request bodies over 1 MiB are refused with 413 (the resume endpoint's contract).
+DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
+
+# --- Security headers (production.py turns on the HTTPS-only parts) --------------------------------
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "strict-origin-when-cross-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_HTTPONLY = True
+# "HTTP_X_FORWARDED_PROTO,https" when TLS ends at a reverse proxy that sets that header.
+_proxy_header = env.list("ELSA_SECURE_PROXY_SSL_HEADER", default=[])
+SECURE_PROXY_SSL_HEADER = tuple(_proxy_header) if len(_proxy_header) == 2 else None
+CSRF_TRUSTED_ORIGINS = env.list("ELSA_CSRF_TRUSTED_ORIGINS", default=[])
+
+# --- CORS: only the resume endpoint and the API, only configured origins ------------------------
+CORS_ALLOWED_ORIGINS = env.list("ELSA_CORS_ALLOWED_ORIGINS", default=[])
+CORS_ALLOW_ALL_ORIGINS = False
+CORS_URLS_REGEX = r"^/elsa/api/.*$"
+CORS_ALLOW_CREDENTIALS = env.bool("ELSA_CORS_ALLOW_CREDENTIALS", default=False)
+CORS_PREFLIGHT_MAX_AGE = 86400
+
+# --- REST framework --------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    # The identity app lists its authentication classes here (JWT, API key, external OIDC).
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    # Deny by default: every view must declare HasPermission(...) or be on the anonymous allowlist.
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "elsa_site.errors.api_exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Elsa secure workflow server API",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "SCHEMA_PATH_PREFIX": "/elsa/api/",
+}
+
+# --- Celery ----------------------------------------------------------------------------------
+# The embedded broker keeps queued and delayed (ETA) tasks in a SQLite file across restarts.
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=f"sqla+sqlite:///{VAR_DIR / 'celery-broker.sqlite3'}")
+CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default=f"db+sqlite:///{VAR_DIR / 'celery-results.sqlite3'}")
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_DEFAULT_QUEUE = env.str("ELSA_CELERY_QUEUE", default="elsa")
+CELERY_RESULT_EXPIRES = 3600
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A task not acknowledged within this time (its worker died) is delivered again.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("ELSA_VISIBILITY_TIMEOUT", default=300)}
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BEAT_SCHEDULE: dict = {}
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+
+# --- Logging: one JSON object per line, sensitive values redacted -------------------------------
+ELSA_LOG_REDACTED_FIELDS = env.list("ELSA_LOG_REDACTED_FIELDS", default=[])
+ELSA_LOG_LEVEL = env.str("ELSA_LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"redact": {"()": "elsa_site.logging.RedactingFilter"}},
+    "formatters": {"json": {"()": "elsa_site.logging.JsonFormatter"}},
+    "handlers": {
+        "stdout": {
+            "class": "logging.StreamHandler",
+            "formatter": "json",
+            "filters": ["redact"],
+            "stream": "ext://sys.stdout",
+        }
+    },
+    "root": {"handlers": ["stdout"], "level": ELSA_LOG_LEVEL},
+    "loggers": {
+        "django.server": {"level": "WARNING"},
+        "celery": {"level": "INFO"},
+    },
+}
+
+# --- Audit ------------------------------------------------------------------------------------
+# HMAC key for signed audit checkpoints; it must not live in the database it protects.
+ELSA_AUDIT_CHECKPOINT_KEY = env.str("ELSA_AUDIT_CHECKPOINT_KEY", default="") or f"audit-checkpoint:{SECRET_KEY}"
+
+# --- Identity -------------------------------------------------------------------------------
+ELSA_IDENTITY_FILE = env.str("ELSA_IDENTITY_FILE", default="")
+# Server-side pepper for API key hashes (HMAC-SHA256); defaults to a value derived from the secret key.
+ELSA_API_KEY_PEPPER = env.str("ELSA_API_KEY_PEPPER", default="") or f"api-key-pepper:{SECRET_KEY}"
+ELSA_ACCESS_TOKEN_LIFETIME = timedelta(seconds=env.int("ELSA_ACCESS_TOKEN_LIFETIME_SECONDS", default=3600))
+ELSA_REFRESH_TOKEN_LIFETIME = timedelta(seconds=env.int("ELSA_REFRESH_TOKEN_LIFETIME_SECONDS", default=7 * 86400))
+ELSA_JWT_ISSUER = env.str("ELSA_JWT_ISSUER", default="elsa")
+ELSA_JWT_AUDIENCE = env.str("ELSA_JWT_AUDIENCE", default="elsa-api")
+# JSON list of {"issuer", "audience", "jwks_url" | "jwks_file"} for external OIDC access tokens.
+ELSA_OIDC_ISSUERS = env.json("ELSA_OIDC_ISSUERS", default=[])
+# JSON object mapping an external role, group or scope to a list of permission strings.
+ELSA_OIDC_PERMISSION_MAP = env.json("ELSA_OIDC_PERMISSION_MAP", default={})
+ELSA_LOGIN_RATE = env.str("ELSA_LOGIN_RATE", default="10/m")
+
+SIMPLE_JWT = {
+    "ACCESS_TOKEN_LIFETIME": ELSA_ACCESS_TOKEN_LIFETIME,
+    "REFRESH_TOKEN_LIFETIME": ELSA_REFRESH_TOKEN_LIFETIME,
+    "ROTATE_REFRESH_TOKENS": True,
+    "BLACKLIST_AFTER_ROTATION": True,
+    "UPDATE_LAST_LOGIN": False,
+    "ALGORITHM": "HS256",
+    # The JWT signing key is its own secret, never Django's SECRET_KEY.
+    "SIGNING_KEY": ELSA_SIGNING_KEY,
+    "AUDIENCE": ELSA_JWT_AUDIENCE,
+    "ISSUER": ELSA_JWT_ISSUER,
+    "USER_ID_FIELD": "id",
+    "USER_ID_CLAIM": "sub",
+    "AUTH_HEADER_TYPES": ("Bearer",),
+}
+
+# --- Workflows ------------------------------------------------------------------------------
+ELSA_WORKFLOW_MAX_STEPS = env.int("ELSA_WORKFLOW_MAX_STEPS", default=1000)
+ELSA_DEFINITION_MAX_BYTES = env.int("ELSA_DEFINITION_MAX_BYTES", default=256 * 1024)
+EMAIL_BACKEND = env.str("ELSA_EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = env.str("ELSA_EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("ELSA_EMAIL_PORT", default=25)
+DEFAULT_FROM_EMAIL = env.str("ELSA_DEFAULT_FROM_EMAIL", default="elsa@localhost")
+
+# --- Executors ------------------------------------------------------------------------------
+ELSA_EXECUTOR_HTTP_ALLOWLIST = env.list("ELSA_EXECUTOR_HTTP_ALLOWLIST", default=[])
+ELSA_EXECUTOR_RETRY_JITTER = env.float("ELSA_EXECUTOR_RETRY_JITTER", default=0.1)
+ELSA_BREAKER_FAIL_MAX = env.int("ELSA_BREAKER_FAIL_MAX", default=5)
+ELSA_BREAKER_RESET_SECONDS = env.int("ELSA_BREAKER_RESET_SECONDS", default=30)
+ELSA_BREAKER_HALF_OPEN_PROBES = env.int("ELSA_BREAKER_HALF_OPEN_PROBES", default=1)
+
+# --- Bookmarks ------------------------------------------------------------------------------
+ELSA_BOOKMARK_DEFAULT_TTL_SECONDS = env.int("ELSA_BOOKMARK_DEFAULT_TTL_SECONDS", default=86400)
+ELSA_RESUME_RATE = env.str("ELSA_RESUME_RATE", default="100/m")
+ELSA_RESUME_MAX_FAILURES = env.int("ELSA_RESUME_MAX_FAILURES", default=3)
+ELSA_RESUME_ALLOW_GET = env.bool("ELSA_RESUME_ALLOW_GET", default=True)
+
+RATELIMIT_USE_CACHE = "default"
+RATELIMIT_VIEW = "elsa_site.errors.ratelimited_view"
+RATELIMIT_EXCEPTION_CLASS = "django_ratelimit.exceptions.Ratelimited"
+# django-ratelimit refuses local-memory caches (E003/W001); on embedded defaults make run serves
+# the API from a single process, so the local cache is correct there and the checks are silenced.
+SILENCED_SYSTEM_CHECKS = [] if CACHE_IS_SHARED else ["django_ratelimit.E003", "django_ratelimit.W001"]

@@ -1,0 +1,3 @@
+"""URLs of the identity app."""
+
+urlpatterns: list = []

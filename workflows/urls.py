@@ -1,0 +1,3 @@
+"""URLs of the workflows app."""
+
+urlpatterns: list = []
