@@ -38,6 +38,12 @@ BASE_SENSITIVE_KEYS = frozenset(
 # Resume tokens travel in `t=` query parameters; strip them from any logged URL or message.
 _TOKEN_IN_URL = re.compile(r"((?:^|[?&;\s])t=)[^&\s\"']+")
 _BEARER = re.compile(r"\b(Bearer|ApiKey)\s+[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
+# `password=...`, `"client_secret": "..."` and the like inside free text (exception messages).
+_KEY_VALUE = re.compile(
+    r"""(\b(?:password|passwd|secret|client_secret|token|access_token|refresh_token|api_key|apikey)\b["']?\s*[:=]\s*["']?)"""
+    r"""[^\s&"',;}]+""",
+    re.IGNORECASE,
+)
 
 
 def sensitive_keys() -> frozenset[str]:
@@ -47,7 +53,9 @@ def sensitive_keys() -> frozenset[str]:
 
 def scrub_text(text: str) -> str:
     """Remove resume tokens and credentials embedded in free text."""
-    return _BEARER.sub(r"\1 " + REDACTED, _TOKEN_IN_URL.sub(r"\1" + REDACTED, text))
+    text = _TOKEN_IN_URL.sub(r"\1" + REDACTED, text)
+    text = _KEY_VALUE.sub(r"\1" + REDACTED, text)
+    return _BEARER.sub(r"\1 " + REDACTED, text)
 
 
 def redact(value, keys: frozenset[str] | None = None, _depth: int = 0):
@@ -61,7 +69,11 @@ def redact(value, keys: frozenset[str] | None = None, _depth: int = 0):
         return [redact(v, keys, _depth + 1) for v in value]
     if isinstance(value, str):
         return scrub_text(value)
-    return value
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    # Other objects (a WSGIRequest in django.request's extras) are logged by their text, whose
+    # repr can carry a query string: scrub that text rather than trust the object.
+    return scrub_text(str(value))
 
 
 class RedactingFilter(logging.Filter):
@@ -71,13 +83,18 @@ class RedactingFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         keys = sensitive_keys()
-        if isinstance(record.msg, str):
-            record.msg = scrub_text(record.msg)
         if record.args:
             if isinstance(record.args, Mapping):
                 record.args = redact(dict(record.args), keys)
             else:
                 record.args = tuple(redact(a, keys) for a in record.args)
+        # Render the message first, then scrub the whole text: a token can sit in the format
+        # string itself (`?t=%s`) or in an argument.
+        try:
+            rendered = record.getMessage()
+        except (TypeError, ValueError):
+            rendered = str(record.msg)
+        record.msg, record.args = scrub_text(rendered), None
         for name in list(record.__dict__):
             if name in self._STANDARD:
                 continue

@@ -279,6 +279,10 @@ ELSA_BOOKMARK_DEFAULT_TTL_SECONDS = env.int("ELSA_BOOKMARK_DEFAULT_TTL_SECONDS",
 ELSA_RESUME_RATE = env.str("ELSA_RESUME_RATE", default="100/m")
 ELSA_RESUME_MAX_FAILURES = env.int("ELSA_RESUME_MAX_FAILURES", default=3)
 ELSA_RESUME_ALLOW_GET = env.bool("ELSA_RESUME_ALLOW_GET", default=True)
+# Upper bound for any bookmark or minted token lifetime (30 days by default).
+ELSA_BOOKMARK_MAX_TTL_SECONDS = env.int("ELSA_BOOKMARK_MAX_TTL_SECONDS", default=30 * 86400)
+# How often the scheduler marks expired bookmarks and applies their on_expiry policy.
+ELSA_BOOKMARK_EXPIRY_INTERVAL_SECONDS = env.int("ELSA_BOOKMARK_EXPIRY_INTERVAL_SECONDS", default=60)
 
 RATELIMIT_USE_CACHE = "default"
 RATELIMIT_VIEW = "elsa_site.errors.ratelimited_view"
