@@ -37,6 +37,7 @@ test: lint
 	$(VENV)/bin/pytest
 
 bench: install-dev
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(PY) bench/run.py
 
 clean:
