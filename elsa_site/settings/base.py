@@ -196,8 +196,14 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = env.str("ELSA_CELERY_QUEUE", default="elsa")
 CELERY_RESULT_EXPIRES = 3600
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-# A task not acknowledged within this time (its worker died) is delivered again.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("ELSA_VISIBILITY_TIMEOUT", default=300)}
+# On Redis, a task not acknowledged within this time (its worker died) is delivered again. The
+# embedded SQLAlchemy transport takes no such option (it would reach create_engine); there the
+# workflow engine's periodic sweep re-enqueues stalled instances.
+CELERY_BROKER_TRANSPORT_OPTIONS = (
+    {"visibility_timeout": env.int("ELSA_VISIBILITY_TIMEOUT", default=300)}
+    if CELERY_BROKER_URL.startswith(("redis://", "rediss://"))
+    else {}
+)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE: dict = {}
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
