@@ -23,10 +23,11 @@ def main(argv: list[str]) -> int:
     harness = Harness()
     harness.prepare_database()
     harness.orm()
-    harness.start()
     rows = []
     failed = False
     try:
+        # Inside the try: a server that fails to start must not leave a worker behind.
+        harness.start()
         health = harness.baseline("health")
         celery = harness.baseline("celery")
         rows.append(figure("health_live", health, health, "req/s", "baseline: anonymous GET /health/live"))
