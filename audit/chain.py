@@ -1,0 +1,221 @@
+"""The hash chain: canonical serialization of an event, its SHA-256, and JSON normalization."""
+
+import hashlib
+import hmac
+import json
+import math
+import re
+from datetime import UTC, datetime
+from json.encoder import c_make_encoder, encode_basestring_ascii
+
+from django.core.serializers.json import DjangoJSONEncoder
+
+# The previous_hash of the first event: no real SHA-256 digest is 64 zeros in practice.
+GENESIS_HASH = "0" * 64
+
+# An event's columns in the positional order of canonical_event(), then its stored hash.
+EVENT_COLUMNS = (
+    "id",
+    "event_id",
+    "timestamp",
+    "event_type",
+    "action",
+    "result",
+    "resource_type",
+    "resource_id",
+    "actor_type",
+    "actor_id",
+    "actor_name",
+    "actor_ip",
+    "context",
+    "metadata",
+    "previous_hash",
+    "hash",
+)
+
+# Sorted keys, no whitespace, ASCII only, no NaN/Infinity: the same bytes on every host and version.
+_canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode
+_quote = encode_basestring_ascii
+
+# The canonical JSON object of an event, keys already in sorted order. Filling this template with
+# JSON-encoded values gives exactly json.dumps(record, sort_keys=True, separators=(",", ":")),
+# without building and sorting a dict per event (verification runs this for every event).
+TEMPLATE = (
+    '{"action":%s,"actor_id":%s,"actor_ip":%s,"actor_name":%s,"actor_type":%s,"context":%s,'
+    '"event_id":%s,"event_type":%s,"id":%s,"metadata":%s,"previous_hash":%s,"resource_id":%s,'
+    '"resource_type":%s,"result":%s,"timestamp":%s}'
+)
+
+
+def canonical_timestamp(value: datetime | str) -> str:
+    """ISO-8601 in UTC with microseconds, e.g. 2026-01-02T03:04:05.000006+00:00."""
+    if isinstance(value, str):  # from an export file: already canonical
+        return value
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.isoformat(timespec="microseconds")
+
+
+def _refuse(value):
+    raise TypeError(f"{type(value).__name__} is not JSON-serializable")
+
+
+# The same encoding as _canonical, through one reusable C encoder: JSONEncoder.encode() builds a
+# new one per call, which dominates verification time for small objects.
+_c_encoder = (
+    c_make_encoder(None, _refuse, encode_basestring_ascii, None, ":", ",", True, False, False)
+    if c_make_encoder is not None
+    else None
+)
+
+
+def encode_json(value) -> str:
+    """Canonical JSON of a context or metadata value."""
+    if _c_encoder is None:  # pragma: no cover - only on Pythons without the C accelerator
+        return _canonical(value)
+    return "".join(_c_encoder(value, 0))
+
+
+def json_value(value) -> str:
+    # Empty objects are the common case; skip the encoder for them.
+    return "{}" if not value and isinstance(value, dict) else encode_json(value)
+
+
+def canonical_event(
+    id: int,  # noqa: A002 - the event's own field name
+    event_id,
+    timestamp,
+    event_type: str,
+    action: str,
+    result: str,
+    resource_type: str,
+    resource_id: str,
+    actor_type: str,
+    actor_id: str,
+    actor_name: str,
+    actor_ip: str,
+    context,
+    metadata,
+    previous_hash: str,
+) -> bytes:
+    """The canonical JSON (sorted keys, compact, ASCII) of every hashed field of an event."""
+    text = TEMPLATE % (
+        _quote(action),
+        _quote(actor_id),
+        _quote(actor_ip),
+        _quote(actor_name),
+        _quote(actor_type),
+        json_value(context),
+        _quote(str(event_id)),
+        _quote(event_type),
+        int(id),
+        json_value(metadata),
+        _quote(previous_hash),
+        _quote(resource_id),
+        _quote(resource_type),
+        _quote(result),
+        _quote(canonical_timestamp(timestamp)),
+    )
+    return text.encode("ascii")
+
+
+# Stand-ins for the values only known under the chain lock. NUL never survives JSON encoding
+# (it becomes \u0000), so a marker cannot collide with any encoded value.
+_ID, _PREVIOUS, _TIMESTAMP = "\x00id\x00", "\x00previous\x00", "\x00timestamp\x00"
+
+
+def canonical_parts(
+    *,
+    event_id,
+    event_type: str,
+    action: str,
+    result: str,
+    resource_type: str,
+    resource_id: str,
+    actor_type: str,
+    actor_id: str,
+    actor_name: str,
+    actor_ip: str,
+    context,
+    metadata,
+) -> tuple[str, str, str, str]:
+    """The canonical event split around id, previous hash and timestamp: (a, b, c, d) such that
+    a + str(id) + b + previous_hash + c + canonical_timestamp + d == canonical_event(...)."""
+    text = TEMPLATE % (
+        _quote(action),
+        _quote(actor_id),
+        _quote(actor_ip),
+        _quote(actor_name),
+        _quote(actor_type),
+        json_value(context),
+        _quote(str(event_id)),
+        _quote(event_type),
+        _ID,
+        json_value(metadata),
+        f'"{_PREVIOUS}"',
+        _quote(resource_id),
+        _quote(resource_type),
+        _quote(result),
+        f'"{_TIMESTAMP}"',
+    )
+    a, rest = text.split(_ID)
+    b, rest = rest.split(_PREVIOUS)
+    c, d = rest.split(_TIMESTAMP)
+    return a, b, c, d
+
+
+def compute_hash(**fields) -> str:
+    """SHA-256 (hex) over the canonical serialization of every field plus the previous hash."""
+    return hashlib.sha256(canonical_event(**fields)).hexdigest()
+
+
+def _normalize(value):
+    if isinstance(value, dict):
+        return {_normalize_str(str(k)): _normalize(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_normalize(v) for v in value]
+    if isinstance(value, str):
+        return _normalize_str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("audit context and metadata cannot hold NaN or Infinity")
+        # PostgreSQL's jsonb prints 1e+20 as 100000000000000000000 (an int when read back) and has
+        # no -0.0, so integral floats are stored as ints: the hash covers what reads back.
+        return int(value) if value.is_integer() else value
+    return value
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def safe_text(value: str) -> str:
+    """The string PostgreSQL stores and returns unchanged: NUL and lone surrogates become U+FFFD.
+
+    Both come from hostile input (a JSON body can carry "\\u0000" or "\\ud800"); refused by the
+    database, they would fail the action being audited, so they are replaced instead.
+    """
+    if "\x00" in value:
+        value = value.replace("\x00", "\ufffd")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        value = _SURROGATE.sub("\ufffd", value)
+    return value
+
+
+_normalize_str = safe_text
+
+
+def normalize_json(value) -> dict | list | str | int | float | bool | None:
+    """A JSON value that reads back identically from SQLite and PostgreSQL jsonb (so hashes hold)."""
+    if value is None:
+        return {}
+    # UUIDs, datetimes and Decimals become strings, as they would in any JSON export.
+    plain = json.loads(json.dumps(value, cls=DjangoJSONEncoder, allow_nan=False))
+    return _normalize(plain)
+
+
+def checkpoint_signature(*, key: str, event_id: int, event_hash: str, created: datetime) -> str:
+    """HMAC-SHA256 binding a chain position to its hash and time, under a key kept out of the DB."""
+    message = f"{event_id}|{event_hash}|{canonical_timestamp(created)}".encode("ascii")
+    return hmac.new(key.encode("utf-8"), message, hashlib.sha256).hexdigest()

@@ -1,0 +1,65 @@
+"""System checks of the audit app: the checkpoint signing key, the append-only triggers."""
+
+from django.conf import settings
+from django.core.checks import Error, Tags, register
+from django.db import connections
+
+MIN_KEY_LENGTH = 32
+
+
+@register(Tags.security)
+def check_checkpoint_key(app_configs, **kwargs):
+    """audit.E001: the checkpoint signing key is too short to resist guessing."""
+    errors = []
+    key = getattr(settings, "ELSA_AUDIT_CHECKPOINT_KEY", "") or ""
+    if len(key) < MIN_KEY_LENGTH:
+        errors.append(
+            Error(
+                f"ELSA_AUDIT_CHECKPOINT_KEY must be at least {MIN_KEY_LENGTH} characters.",
+                hint="Generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))'",
+                id="audit.E001",
+            )
+        )
+    return errors
+
+
+# Trigger names of migration audit/0001, per table.
+APPEND_ONLY_TRIGGERS = {
+    "audit_auditevent": ("audit_event_append_only", "audit_event_no_truncate"),
+    "audit_auditcheckpoint": ("audit_checkpoint_append_only", "audit_checkpoint_no_truncate"),
+}
+
+
+@register(Tags.security, Tags.database)
+def check_append_only_triggers(app_configs, databases=None, **kwargs):
+    """audit.E003: on PostgreSQL an append-only trigger is missing or disabled (run with --database)."""
+    errors = []
+    for alias in databases or []:
+        connection = connections[alias]
+        if connection.vendor != "postgresql":
+            continue
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT c.relname, t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+                "WHERE NOT t.tgisinternal AND t.tgenabled <> 'D' AND c.relname = ANY(%s)",
+                [list(APPEND_ONLY_TRIGGERS)],
+            )
+            active = set(cursor.fetchall())
+        if not active and not _audit_tables_exist(connection):
+            continue  # not migrated yet: nothing to protect
+        expected = [(table, name) for table, names in APPEND_ONLY_TRIGGERS.items() for name in names]
+        missing = [f"{table}.{name}" for table, name in expected if (table, name) not in active]
+        if missing:
+            errors.append(
+                Error(
+                    f"Audit append-only triggers are missing or disabled on database {alias!r}: {', '.join(missing)}.",
+                    hint="Re-enable them (ALTER TABLE ... ENABLE TRIGGER ALL) and run verify_audit_chain.",
+                    id="audit.E003",
+                )
+            )
+    return errors
+
+
+def _audit_tables_exist(connection) -> bool:
+    with connection.cursor() as cursor:
+        return "audit_auditevent" in connection.introspection.table_names(cursor)

@@ -1,0 +1,261 @@
+"""Tamper detection: raw-SQL edits, deletions, swaps, truncation and rewrites fail at the right event."""
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+
+from audit.chain import compute_hash
+from audit.models import AuditCheckpoint, AuditEvent
+from audit.services import audit_checkpoint_create
+from audit.verification import verify_chain, verify_event
+from tests.audit.helpers import append_events, triggers_disabled
+
+pytestmark = [pytest.mark.django_db, pytest.mark.postgres]
+
+
+def run_verify_command(*args) -> tuple[int, str]:
+    from io import StringIO
+
+    out, err = StringIO(), StringIO()
+    try:
+        call_command("verify_audit_chain", *args, stdout=out, stderr=err)
+    except SystemExit as exit_:
+        return exit_.code, out.getvalue() + err.getvalue()
+    return 0, out.getvalue() + err.getvalue()
+
+
+def rehash_from(cursor, first_id: int) -> None:
+    """An attacker's full rewrite: recompute every hash and link from `first_id` to the head."""
+    previous = AuditEvent.objects.filter(id=first_id - 1).values_list("hash", flat=True).first() or "0" * 64
+    for event in AuditEvent.objects.filter(id__gte=first_id).order_by("id"):
+        fields = {
+            f: getattr(event, f)
+            for f in (
+                "id",
+                "event_id",
+                "timestamp",
+                "event_type",
+                "action",
+                "result",
+                "resource_type",
+                "resource_id",
+                "actor_type",
+                "actor_id",
+                "actor_name",
+                "actor_ip",
+                "context",
+                "metadata",
+            )
+        }
+        new_hash = compute_hash(**fields, previous_hash=previous)
+        cursor.execute(
+            "UPDATE audit_auditevent SET previous_hash = %s, hash = %s WHERE id = %s", [previous, new_hash, event.id]
+        )
+        previous = new_hash
+
+
+def test_intact_chain_verifies():
+    append_events(5)
+    result = verify_chain()
+    assert (result.is_valid, result.first_invalid_id, result.total_checked, result.head_id) == (True, None, 5, 5)
+
+
+def test_empty_chain_verifies():
+    assert verify_chain().is_valid
+
+
+def test_edited_field_is_reported_at_that_event():
+    append_events(5)
+    with triggers_disabled() as cursor:
+        cursor.execute("UPDATE audit_auditevent SET resource_id = 'someone-else' WHERE id = 3")
+    result = verify_chain()
+    assert (result.is_valid, result.first_invalid_id) == (False, 3)
+    assert "does not match its hash" in result.reason
+
+
+def test_edited_json_context_is_reported_at_that_event():
+    append_events(5)
+    with triggers_disabled() as cursor:
+        cursor.execute("""UPDATE audit_auditevent SET context = '{"n": 99}' WHERE id = 4""")
+    assert verify_chain().first_invalid_id == 4
+
+
+def test_edited_event_with_recomputed_own_hash_breaks_the_next_link():
+    append_events(5)
+    with triggers_disabled() as cursor:
+        cursor.execute("UPDATE audit_auditevent SET action = 'forged' WHERE id = 2")
+        event = AuditEvent.objects.get(id=2)
+        fields = {f.name: getattr(event, f.name) for f in AuditEvent._meta.concrete_fields if f.name != "hash"}
+        cursor.execute("UPDATE audit_auditevent SET hash = %s WHERE id = 2", [compute_hash(**fields)])
+    result = verify_chain()
+    assert (result.is_valid, result.first_invalid_id) == (False, 3)
+    assert "does not link" in result.reason
+
+
+def test_deleted_middle_event_is_reported_as_missing():
+    append_events(5)
+    with triggers_disabled() as cursor:
+        cursor.execute("DELETE FROM audit_auditevent WHERE id = 3")
+    result = verify_chain()
+    assert (result.is_valid, result.first_invalid_id) == (False, 3)
+    assert "event #3 is missing" in result.reason
+
+
+def test_swapped_events_are_reported_at_the_first_swapped_position():
+    append_events(5)
+    with triggers_disabled() as cursor:
+        # Swap the chain positions of events 2 and 3 (their ids), keeping every other column.
+        cursor.execute("UPDATE audit_auditevent SET id = -2 WHERE id = 2")
+        cursor.execute("UPDATE audit_auditevent SET id = 2 WHERE id = 3")
+        cursor.execute("UPDATE audit_auditevent SET id = 3 WHERE id = -2")
+    result = verify_chain()
+    assert (result.is_valid, result.first_invalid_id) == (False, 2)
+
+
+def test_swapped_timestamps_are_reported_at_the_first_swapped_event():
+    append_events(5)
+    with triggers_disabled() as cursor:
+        cursor.execute(
+            "UPDATE audit_auditevent AS a SET timestamp = b.timestamp FROM audit_auditevent AS b "
+            "WHERE (a.id, b.id) IN ((4, 5), (5, 4))"
+        )
+    assert verify_chain().first_invalid_id == 4
+
+
+def test_truncated_tail_after_a_checkpoint_is_reported_at_the_first_missing_event():
+    append_events(5)
+    checkpoint = audit_checkpoint_create()  # appends event 6 and signs it
+    assert checkpoint.event_id == 6
+    with triggers_disabled() as cursor:
+        cursor.execute("DELETE FROM audit_auditevent WHERE id >= 4")
+    result = verify_chain()
+    assert (result.is_valid, result.first_invalid_id) == (False, 4)
+    assert "signed checkpoint" in result.reason
+
+
+def test_truncated_table_is_reported_at_the_first_event():
+    append_events(3)
+    audit_checkpoint_create()
+    with triggers_disabled() as cursor:
+        cursor.execute("TRUNCATE audit_auditevent")
+    result = verify_chain()
+    assert (result.is_valid, result.first_invalid_id) == (False, 1)
+
+
+def test_whole_table_rewrite_is_caught_by_the_signed_checkpoint():
+    append_events(5)
+    audit_checkpoint_create()  # signs event 6
+    append_events(2)
+    with triggers_disabled() as cursor:
+        cursor.execute("UPDATE audit_auditevent SET actor_id = 'framed' WHERE id = 2")
+        rehash_from(cursor, 2)
+    result = verify_chain()
+    assert (result.is_valid, result.first_invalid_id) == (False, 6)
+    assert "signed checkpoint" in result.reason
+
+
+def test_forged_checkpoint_signature_is_reported():
+    append_events(3)
+    with triggers_disabled() as cursor:
+        head = AuditEvent.objects.order_by("-id").first()
+        cursor.execute(
+            "INSERT INTO audit_auditcheckpoint (event_id, event_hash, created, signature) VALUES (%s, %s, now(), %s)",
+            [head.id, head.hash, "0" * 64],
+        )
+    result = verify_chain()
+    assert (result.is_valid, result.first_invalid_id) == (False, 3)
+    assert "invalid signature" in result.reason
+
+
+def test_checkpoint_task_service_is_idempotent_while_the_head_does_not_move():
+    append_events(2)
+    first = audit_checkpoint_create()
+    again = audit_checkpoint_create()
+    assert first.pk == again.pk and AuditCheckpoint.objects.count() == 1
+    event = AuditEvent.objects.get(id=first.event_id)
+    assert (event.event_type, event.actor_type) == ("audit.checkpoint", "system")
+    assert verify_chain().is_valid
+
+
+def test_checkpoint_of_empty_chain_is_none():
+    assert audit_checkpoint_create() is None
+
+
+def test_event_verification_covers_the_segment_between_checkpoints():
+    append_events(3)
+    audit_checkpoint_create()  # event 4 signed
+    append_events(3)  # events 5..7
+    result = verify_event(6)
+    # From the checkpointed event 4 to the requested event 6.
+    assert (result.is_valid, result.total_checked) == (True, 3)
+    with triggers_disabled() as cursor:
+        cursor.execute("UPDATE audit_auditevent SET action = 'x' WHERE id = 5")
+    assert (verify_event(6).is_valid, verify_event(6).first_invalid_id) == (False, 5)
+    # An event before the tampered one, in an earlier segment, still verifies up to its checkpoint.
+    assert verify_event(2).is_valid
+
+
+def test_event_verification_reaches_the_next_checkpoint():
+    append_events(3)
+    audit_checkpoint_create()  # event 4 signed
+    with triggers_disabled() as cursor:
+        cursor.execute("UPDATE audit_auditevent SET action = 'x' WHERE id = 3")
+        rehash_from(cursor, 3)
+    # Event 2 is intact by itself, but its segment runs to the checkpoint at 4, which no longer matches.
+    result = verify_event(2)
+    assert (result.is_valid, result.first_invalid_id) == (False, 4)
+
+
+def test_verify_command_succeeds_with_a_one_line_summary():
+    append_events(4)
+    code, output = run_verify_command()
+    assert code == 0
+    assert output.strip().count("\n") == 0 and "4 events verified" in output
+
+
+def test_verify_command_fails_naming_the_first_bad_event():
+    append_events(4)
+    with triggers_disabled() as cursor:
+        cursor.execute("UPDATE audit_auditevent SET result = 'failure' WHERE id = 2")
+    code, output = run_verify_command()
+    assert code == 1
+    assert "#2" in output
+
+
+def test_verification_streams_with_a_server_side_cursor():
+    from django.db import transaction
+
+    from audit.verification import _event_rows
+
+    append_events(3)
+    with transaction.atomic():
+        rows = _event_rows()
+        assert next(rows)[0] == 1
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_cursors WHERE name LIKE '_django_curs_%%'")
+            assert cursor.fetchone()[0] == 1
+        assert [row[0] for row in rows] == [2, 3]
+
+
+def test_forged_checkpoint_beyond_the_head_is_reported():
+    append_events(2)
+    with triggers_disabled() as cursor:
+        cursor.execute(
+            "INSERT INTO audit_auditcheckpoint (event_id, event_hash, created, signature) VALUES (9, %s, now(), %s)",
+            ["a" * 64, "0" * 64],
+        )
+    result = verify_chain()
+    assert (result.is_valid, result.first_invalid_id) == (False, 9)
+    assert "invalid signature" in result.reason
+
+
+def test_checkpoint_is_also_written_to_the_log(caplog):
+    append_events(1)
+    with caplog.at_level("INFO", logger="elsa.audit"):
+        checkpoint = audit_checkpoint_create()
+    record = next(r for r in caplog.records if r.getMessage() == "audit checkpoint")
+    assert (record.audit_checkpoint_event_id, record.audit_checkpoint_hash) == (
+        checkpoint.event_id,
+        checkpoint.event_hash,
+    )
+    assert record.audit_checkpoint_signature == checkpoint.signature
