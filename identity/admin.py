@@ -1,0 +1,188 @@
+"""Admin for roles, users and applications; application secrets are shown once, on creation or rotation."""
+
+import secrets
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.contrib.auth.hashers import make_password
+from django.template.response import TemplateResponse
+from django.urls import reverse
+
+from audit.actors import actor_from_request
+from audit.admin import AuditedModelAdmin
+from identity import invalidation, services
+from identity.models import ApiKey, Application, Role, User
+from identity.permissions import known_permissions
+
+
+class RoleAdminForm(forms.ModelForm):
+    permissions = forms.MultipleChoiceField(required=False, widget=forms.CheckboxSelectMultiple)
+
+    class Meta:
+        model = Role
+        fields = ["name", "description", "permissions"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Built per form: the registry grows as apps declare HasPermission(...) strings.
+        current = list(self.instance.permissions or []) if self.instance.pk else []
+        choices = sorted(set(known_permissions()) | set(current))
+        self.fields["permissions"].choices = [(p, p) for p in choices]
+        self.initial.setdefault("permissions", current)
+
+    def clean_permissions(self):
+        return sorted(set(self.cleaned_data["permissions"]))
+
+
+@admin.register(Role)
+class RoleAdmin(AuditedModelAdmin):
+    audit_resource_type = "role"
+    form = RoleAdminForm
+    list_display = ("name", "description", "created_at")
+    search_fields = ("name",)
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        invalidation.publish("roles")
+
+    def delete_model(self, request, obj):
+        super().delete_model(request, obj)
+        invalidation.publish("roles")
+
+    def delete_queryset(self, request, queryset):
+        super().delete_queryset(request, queryset)
+        invalidation.publish("roles")
+
+
+@admin.register(User)
+class UserAdmin(DjangoUserAdmin, AuditedModelAdmin):
+    audit_resource_type = "user"
+    fieldsets = (*DjangoUserAdmin.fieldsets, ("Elsa roles", {"fields": ("roles",)}))
+    filter_horizontal = (*DjangoUserAdmin.filter_horizontal, "roles")
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        # Disabling a user here refuses its access tokens in every process within a second.
+        invalidation.publish(f"user:{obj.pk}")
+
+    def delete_model(self, request, obj):
+        pk = obj.pk
+        super().delete_model(request, obj)
+        invalidation.publish(f"user:{pk}")
+
+    def delete_queryset(self, request, queryset):
+        pks = list(queryset.values_list("pk", flat=True))
+        super().delete_queryset(request, queryset)
+        invalidation.publish(*(f"user:{pk}" for pk in pks))
+
+
+class ApiKeyInline(admin.TabularInline):
+    model = ApiKey
+    extra = 0
+    can_delete = False
+    # The hash and salt stay out of the page: nothing about a key but its public id is shown.
+    fields = ("key_id", "created_at", "expires_at", "revoked_at", "last_used_at")
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+class ApplicationAdminForm(forms.ModelForm):
+    class Meta:
+        model = Application
+        fields = ["name", "roles", "enabled", "expires_at"]
+
+
+def _secrets_page(request, application, *, client_secret, api_key, continue_url):
+    response = TemplateResponse(
+        request,
+        "identity/application_secrets.html",
+        {
+            "application": application,
+            "client_secret": client_secret,
+            "api_key": api_key,
+            "continue_url": continue_url,
+            "title": "Application credentials",
+            "site_header": admin.site.site_header,
+        },
+    )
+    # Never cached by the browser or a proxy: this page is the only copy of the secrets.
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@admin.register(Application)
+class ApplicationAdmin(AuditedModelAdmin):
+    audit_resource_type = "application"
+    form = ApplicationAdminForm
+    list_display = ("name", "client_id", "enabled", "expires_at", "last_used_at")
+    list_filter = ("enabled",)
+    search_fields = ("name", "client_id")
+    readonly_fields = ("client_id", "last_used_at", "created_at")
+    filter_horizontal = ("roles",)
+    inlines = [ApiKeyInline]
+    actions = ["rotate_credentials", "disable_applications"]
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            # The plaintexts live on the request only long enough to render the add response.
+            client_secret = secrets.token_urlsafe(32)
+            obj.client_id = f"app_{secrets.token_hex(12)}"
+            obj.client_secret_hash = make_password(client_secret)
+            super().save_model(request, obj, form, change)
+            request._elsa_new_credentials = (client_secret, services._new_api_key(obj))
+            return
+        super().save_model(request, obj, form, change)
+        invalidation.publish(f"application:{obj.pk}")
+
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        invalidation.publish(f"application:{form.instance.pk}")
+
+    def response_add(self, request, obj, post_url_continue=None):
+        credentials = getattr(request, "_elsa_new_credentials", None)
+        if credentials is None:
+            return super().response_add(request, obj, post_url_continue)
+        client_secret, api_key = credentials
+        return _secrets_page(
+            request,
+            obj,
+            client_secret=client_secret,
+            api_key=api_key,
+            continue_url=reverse("admin:identity_application_change", args=[obj.pk]),
+        )
+
+    def delete_model(self, request, obj):
+        pk = obj.pk
+        super().delete_model(request, obj)
+        invalidation.publish(f"application:{pk}")
+
+    def delete_queryset(self, request, queryset):
+        pks = list(queryset.values_list("pk", flat=True))
+        super().delete_queryset(request, queryset)
+        invalidation.publish(*(f"application:{pk}" for pk in pks))
+
+    @admin.action(description="Rotate API key and client secret (old key stops now)")
+    def rotate_credentials(self, request, queryset):
+        if queryset.count() != 1:
+            self.message_user(request, "Rotate one application at a time.", level=messages.ERROR)
+            return None
+        application, api_key, client_secret = services.application_rotate(
+            application=queryset.get(), rotate_client_secret=True, actor=actor_from_request(request)
+        )
+        return _secrets_page(
+            request,
+            application,
+            client_secret=client_secret,
+            api_key=api_key,
+            continue_url=reverse("admin:identity_application_changelist"),
+        )
+
+    @admin.action(description="Disable selected applications")
+    def disable_applications(self, request, queryset):
+        actor = actor_from_request(request)
+        for application in queryset:
+            services.application_set_enabled(application=application, enabled=False, actor=actor)
+        self.message_user(request, f"Disabled {queryset.count()} application(s).")

@@ -1,0 +1,68 @@
+"""Identity system checks (identity.E0xx): identity file, its overlap with the database, OIDC issuers."""
+
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.checks import Error, Tags, register
+from django.db import DatabaseError
+
+from identity.config_file import IdentityFileError, conflicts_with_database, identity_file
+
+
+@register(Tags.security)
+def check_identity_file(app_configs=None, **kwargs) -> list[Error]:
+    """E002: the identity file must parse; E001: no name or client id both in it and in the database."""
+    if not getattr(settings, "ELSA_IDENTITY_FILE", ""):
+        return []
+    try:
+        identity_file()
+    except IdentityFileError as exc:
+        return [Error(str(exc), hint="Fix or unset ELSA_IDENTITY_FILE.", id="identity.E002")]
+    try:
+        conflicts = conflicts_with_database()
+    except DatabaseError:
+        # Before the first migrate there is nothing to conflict with.
+        return []
+    if conflicts:
+        return [
+            Error(
+                f"Identities defined both in ELSA_IDENTITY_FILE and in the database: {', '.join(conflicts)}.",
+                hint="Each user, application name and client id must live in exactly one place: "
+                "rename or delete one of them.",
+                id="identity.E001",
+            )
+        ]
+    return []
+
+
+@register(Tags.security)
+def check_oidc_issuers(app_configs=None, **kwargs) -> list[Error]:
+    """E003: every OIDC issuer names issuer, audience and a JWKS source; E004: https JWKS in production."""
+    errors = []
+    issuers = getattr(settings, "ELSA_OIDC_ISSUERS", [])
+    if not isinstance(issuers, list):
+        return [Error("ELSA_OIDC_ISSUERS must be a JSON list.", id="identity.E003")]
+    for index, issuer in enumerate(issuers):
+        if (
+            not isinstance(issuer, dict)
+            or not issuer.get("issuer")
+            or not issuer.get("audience")
+            or not (issuer.get("jwks_url") or issuer.get("jwks_file"))
+        ):
+            errors.append(
+                Error(
+                    f"ELSA_OIDC_ISSUERS[{index}] needs issuer, audience and jwks_url or jwks_file.",
+                    id="identity.E003",
+                )
+            )
+            continue
+        production = getattr(settings, "ELSA_ENV", "development") == "production"
+        if production and issuer.get("jwks_url") and urlsplit(issuer["jwks_url"]).scheme != "https":
+            errors.append(
+                Error(
+                    f"ELSA_OIDC_ISSUERS[{index}] fetches its JWKS over plain HTTP in production.",
+                    hint="A network attacker could substitute signing keys: use https.",
+                    id="identity.E004",
+                )
+            )
+    return errors

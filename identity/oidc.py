@@ -1,0 +1,143 @@
+"""External OIDC access tokens: RS256/ES256 verified against each configured issuer's cached JWKS."""
+
+import json
+import logging
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass
+
+import jwt
+from django.conf import settings
+
+from identity.principals import Principal
+
+logger = logging.getLogger("elsa.identity")
+
+# Asymmetric algorithms only, each bound to its key type: "none" and HS256 (which would let a
+# public key be used as an HMAC secret) can never select a verifier.
+ALGORITHM_KEY_TYPES = {"RS256": "RSA", "ES256": "EC"}
+MAX_JWKS_BYTES = 1024 * 1024
+
+
+@dataclass
+class _KeySet:
+    keys: dict[str, jwt.PyJWK]
+    fetched_at: float  # time.monotonic()
+
+
+_key_sets: dict[str, _KeySet] = {}
+_lock = threading.Lock()
+
+
+def jwks_cache_clear() -> None:
+    with _lock:
+        _key_sets.clear()
+
+
+def issuer_config(issuer: str | None) -> dict | None:
+    for config in settings.ELSA_OIDC_ISSUERS:
+        if issuer and config.get("issuer") == issuer:
+            return config
+    return None
+
+
+def _read_jwks(config: dict) -> dict:
+    if config.get("jwks_file"):
+        with open(config["jwks_file"], encoding="utf-8") as fh:
+            return json.load(fh)
+    request = urllib.request.Request(config["jwks_url"], headers={"Accept": "application/json"})  # noqa: S310 - operator-configured URL
+    with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
+        return json.loads(response.read(MAX_JWKS_BYTES + 1)[:MAX_JWKS_BYTES])
+
+
+def _fetch(config: dict) -> _KeySet:
+    keys: dict[str, jwt.PyJWK] = {}
+    for item in _read_jwks(config).get("keys", []):
+        try:
+            key = jwt.PyJWK(item)
+        except jwt.PyJWTError:
+            continue  # a key type or algorithm we do not accept
+        if item.get("kid"):
+            keys[item["kid"]] = key
+    return _KeySet(keys, time.monotonic())
+
+
+def _signing_key(config: dict, kid: str) -> jwt.PyJWK | None:
+    issuer = config["issuer"]
+    ttl = config.get("jwks_cache_seconds", settings.ELSA_OIDC_JWKS_CACHE_SECONDS)
+    refetch_interval = settings.ELSA_OIDC_JWKS_REFETCH_SECONDS
+    with _lock:
+        key_set = _key_sets.get(issuer)
+        now = time.monotonic()
+        stale = key_set is None or now - key_set.fetched_at >= ttl
+        # An unknown kid may mean the issuer rotated its keys: refetch once, but no more often than
+        # ELSA_OIDC_JWKS_REFETCH_SECONDS, so random kids cannot turn us into a request amplifier.
+        unknown = key_set is not None and kid not in key_set.keys and now - key_set.fetched_at >= refetch_interval
+        if stale or unknown:
+            try:
+                key_set = _fetch(config)
+                _key_sets[issuer] = key_set
+            except (OSError, ValueError):
+                logger.warning("could not fetch the JWKS of an OIDC issuer", extra={"issuer": issuer})
+                if key_set is None:
+                    return None
+        return key_set.keys.get(kid)
+
+
+def permissions_from_claims(claims: dict) -> frozenset[str]:
+    """Map the token's roles, groups and scopes through ELSA_OIDC_PERMISSION_MAP."""
+    names: set[str] = set()
+    for claim in ("roles", "groups", "scp"):
+        value = claims.get(claim)
+        if isinstance(value, list):
+            names.update(str(v) for v in value)
+        elif isinstance(value, str):
+            names.update(value.split())
+    realm_roles = (
+        (claims.get("realm_access") or {}).get("roles") if isinstance(claims.get("realm_access"), dict) else None
+    )
+    if isinstance(realm_roles, list):
+        names.update(str(v) for v in realm_roles)
+    if isinstance(claims.get("scope"), str):
+        names.update(claims["scope"].split())
+    mapping = settings.ELSA_OIDC_PERMISSION_MAP
+    return frozenset(p for name in names for p in mapping.get(name, []))
+
+
+def oidc_principal(token: str, issuer: str | None) -> Principal | None:
+    """The user principal of a valid access token of a configured issuer, else None."""
+    config = issuer_config(issuer)
+    if config is None:
+        return None
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError:
+        return None
+    algorithm = header.get("alg")
+    kid = header.get("kid")
+    if algorithm not in ALGORITHM_KEY_TYPES or not isinstance(kid, str):
+        return None
+    key = _signing_key(config, kid)
+    if key is None or key.key_type != ALGORITHM_KEY_TYPES[algorithm]:
+        return None
+    try:
+        claims = jwt.decode(
+            token,
+            key.key,
+            algorithms=[algorithm],
+            audience=config["audience"],
+            issuer=config["issuer"],
+            leeway=settings.ELSA_OIDC_LEEWAY_SECONDS,
+            options={"require": ["exp", "iss", "aud", "sub"]},
+        )
+    except jwt.PyJWTError:
+        return None
+    subject = str(claims["sub"])
+    return Principal(
+        actor_type="user",
+        actor_id=f"{issuer}|{subject}",
+        actor_name=str(claims.get("preferred_username") or claims.get("email") or subject),
+        permissions=permissions_from_claims(claims),
+        source="oidc",
+    )

@@ -1,0 +1,188 @@
+"""ELSA_IDENTITY_FILE identities, hash_secret, the start-up checks, and ensure_admin."""
+
+import io
+import json
+
+import pytest
+from django.core.management import call_command
+
+from identity.checks import check_identity_file, check_oidc_issuers
+from tests.identity.factories import UserFactory
+
+pytestmark = pytest.mark.django_db
+API = "/elsa/api/identity"
+
+
+def hash_secret(secret: str, *args) -> dict:
+    out = io.StringIO()
+    stdin = io.StringIO(secret + "\n")
+    import sys
+
+    original, sys.stdin = sys.stdin, stdin
+    try:
+        call_command("hash_secret", *args, stdout=out)
+    finally:
+        sys.stdin = original
+    return json.loads(out.getvalue())
+
+
+@pytest.fixture
+def identity_file(settings, tmp_path):
+    password = hash_secret("file user password 1")
+    client_secret = hash_secret("file client secret 1")
+    api_key = hash_secret("file-api-key-0123456789-abcdefghijklmnop", "--kind", "api-key")
+    data = {
+        "Identity": {
+            "Roles": [{"Id": "ops", "Name": "ops", "Permissions": ["read:role", "read:user"]}],
+            "Users": [
+                {
+                    "Id": "1",
+                    "Name": "fileuser",
+                    "HashedPassword": password["hash"],
+                    "HashedPasswordSalt": password["salt"],
+                    "Roles": ["ops"],
+                }
+            ],
+            "Applications": [
+                {
+                    "Id": "a1",
+                    "Name": "fileapp",
+                    "ClientId": "file-client",
+                    "HashedClientSecret": client_secret["hash"],
+                    "HashedClientSecretSalt": client_secret["salt"],
+                    "HashedApiKey": api_key["hash"],
+                    "HashedApiKeySalt": api_key["salt"],
+                    "Roles": ["ops", "admin"],
+                }
+            ],
+        }
+    }
+    path = tmp_path / "identity.json"
+    path.write_text(json.dumps(data))
+    settings.ELSA_IDENTITY_FILE = str(path)
+    return path
+
+
+def test_hash_secret_prints_hash_and_salt_never_the_secret():
+    result = hash_secret("s3cret value here")
+    assert set(result) == {"hash", "salt"}
+    assert "s3cret" not in json.dumps(result)
+    from django.contrib.auth.hashers import check_password
+
+    assert check_password("s3cret value here", result["hash"])
+
+
+def test_config_user_logs_in_with_its_file_roles(client, identity_file):
+    response = client.post(
+        f"{API}/login", {"username": "fileuser", "password": "file user password 1"}, "application/json"
+    )
+    assert response.status_code == 200, response.content
+    token = response.json()["access_token"]
+    me = client.get(f"{API}/me", HTTP_AUTHORIZATION=f"Bearer {token}").json()
+    assert me == {
+        "type": "user",
+        "id": "config:fileuser",
+        "name": "fileuser",
+        "permissions": ["read:role", "read:user"],
+    }
+    refreshed = client.post(
+        f"{API}/refresh-token", {"refresh_token": response.json()["refresh_token"]}, "application/json"
+    )
+    assert refreshed.status_code == 200
+
+
+def test_config_user_wrong_password_is_401(client, identity_file):
+    response = client.post(f"{API}/login", {"username": "fileuser", "password": "nope nope nope"}, "application/json")
+    assert response.status_code == 401
+
+
+def test_config_application_api_key_and_client_credentials(client, identity_file):
+    me = client.get(f"{API}/me", HTTP_X_API_KEY="file-api-key-0123456789-abcdefghijklmnop")
+    assert me.status_code == 200, me.content
+    # "admin" is not in the file: it resolves to the database role, which holds "*".
+    assert me.json()["permissions"] == ["*", "read:role", "read:user"]
+    token = client.post(
+        f"{API}/token",
+        {"grant_type": "client_credentials", "client_id": "file-client", "client_secret": "file client secret 1"},
+        "application/json",
+    )
+    assert token.status_code == 200, token.content
+    assert client.get(f"{API}/me", HTTP_X_API_KEY="file-api-key-wrong").status_code == 401
+
+
+def test_config_identities_are_read_only_through_the_api(client, identity_file):
+    from tests.identity.factories import principal_headers
+
+    response = client.post(
+        f"{API}/users",
+        {"username": "fileuser", "password": "another strong pass 1"},
+        "application/json",
+        **principal_headers("create:user"),
+    )
+    assert response.status_code == 409
+
+
+def test_no_conflict_passes_the_check(identity_file):
+    assert check_identity_file() == []
+
+
+def test_a_name_in_both_file_and_database_is_refused_at_start_up(identity_file):
+    UserFactory(username="fileuser")
+    errors = check_identity_file()
+    assert [e.id for e in errors] == ["identity.E001"]
+    assert "user 'fileuser'" in errors[0].msg
+    from django.core.management.base import SystemCheckError
+
+    with pytest.raises(SystemCheckError, match="identity.E001"):
+        call_command("check")
+
+
+def test_a_client_id_in_both_is_refused(identity_file):
+    from identity.models import Application
+
+    Application.objects.create(name="other", client_id="file-client", client_secret_hash="x")
+    assert "client id 'file-client'" in check_identity_file()[0].msg
+
+
+def test_an_unreadable_identity_file_is_refused(settings, tmp_path):
+    path = tmp_path / "broken.json"
+    path.write_text("{not json")
+    settings.ELSA_IDENTITY_FILE = str(path)
+    assert [e.id for e in check_identity_file()] == ["identity.E002"]
+
+
+def test_oidc_issuer_without_audience_is_refused(settings):
+    settings.ELSA_OIDC_ISSUERS = [{"issuer": "https://x", "jwks_url": "https://x/jwks"}]
+    assert [e.id for e in check_oidc_issuers()] == ["identity.E003"]
+
+
+def test_plain_http_jwks_in_production_is_refused(settings):
+    settings.ELSA_ENV = "production"
+    settings.ELSA_OIDC_ISSUERS = [{"issuer": "https://x", "audience": "a", "jwks_url": "http://x/jwks"}]
+    assert [e.id for e in check_oidc_issuers()] == ["identity.E004"]
+
+
+def test_ensure_admin_gives_the_admin_the_admin_role():
+    from identity.models import User
+
+    call_command("ensure_admin", stdout=io.StringIO())
+    admin = User.objects.get(username="admin")
+    assert [r.name for r in admin.roles.all()] == ["admin"]
+    assert admin.has_permission("delete:user")
+
+
+def test_ensure_admin_adds_the_role_to_an_existing_superuser():
+    from identity.models import User
+
+    User.objects.create_superuser(username="root", email="", password="x" * 20)
+    call_command("ensure_admin", stdout=io.StringIO())
+    assert [r.name for r in User.objects.get(username="root").roles.all()] == ["admin"]
+
+
+def test_a_server_started_without_checks_still_refuses_duplicated_file_identities(client, identity_file):
+    UserFactory(username="fileuser")
+    response = client.post(
+        f"{API}/login", {"username": "fileuser", "password": "file user password 1"}, "application/json"
+    )
+    assert response.status_code == 401
+    assert client.get(f"{API}/me", HTTP_X_API_KEY="file-api-key-0123456789-abcdefghijklmnop").status_code == 401
