@@ -1,0 +1,84 @@
+"""Figure workflow: five-activity workflows started and completed per second vs no-op Celery round trips."""
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from bench.harness import figure
+
+INSTANCES = 600
+STARTERS = 4
+DOCUMENT = {
+    "name": "bench-five-steps",
+    "variables": [{"name": "amount"}, {"name": "label"}],
+    "activities": [
+        {"id": "set", "type": "SetVariable", "variable": "amount", "value": "input.amount"},
+        {"id": "big", "type": "If", "condition": "vars.amount > 1000"},
+        {"id": "label", "type": "SetVariable", "variable": "label", "value": "'big'"},
+        {"id": "log", "type": "WriteLog", "message": "'amount ' + string(vars.amount)"},
+        {"id": "done", "type": "Finish"},
+    ],
+    "connections": [
+        {"source": "set", "target": "big"},
+        {"source": "big", "outcome": "True", "target": "label"},
+        {"source": "big", "outcome": "False", "target": "log"},
+        {"source": "label", "target": "log"},
+        {"source": "log", "target": "done"},
+    ],
+}
+
+
+def _start(definition, actor, count: int) -> list:
+    from django.db import connection
+
+    from workflows.services import workflow_definition_execute
+
+    try:
+        # Each execute is its own transaction and enqueues the run on commit, as the API does.
+        return [
+            workflow_definition_execute(definition=definition, input={"amount": 5000}, actor=actor).pk
+            for _ in range(count)
+        ]
+    finally:
+        connection.close()
+
+
+def _run_batch(definition, actor, count: int) -> float:
+    from workflows.models import WorkflowInstance
+
+    started = time.perf_counter()
+    # Several clients start workflows at once, as API callers would.
+    with ThreadPoolExecutor(STARTERS) as pool:
+        chunks = pool.map(lambda n: _start(definition, actor, n), [count // STARTERS] * STARTERS)
+        ids = [pk for chunk in chunks for pk in chunk]
+    deadline = time.monotonic() + 600
+    while WorkflowInstance.objects.filter(pk__in=ids, status="Finished").count() < len(ids):
+        if time.monotonic() > deadline:
+            raise RuntimeError("workflows did not finish within 600 s")
+        if WorkflowInstance.objects.filter(pk__in=ids, status="Faulted").exists():
+            raise RuntimeError("a benchmark workflow faulted")
+        time.sleep(0.02)
+    return len(ids) / (time.perf_counter() - started)
+
+
+def measure(h) -> dict:
+    from audit.actors import Actor
+    from workflows.models import ActivityExecution
+    from workflows.services import workflow_definition_create, workflow_definition_publish
+
+    actor = Actor.system("bench")
+    definition = workflow_definition_publish(
+        definition=workflow_definition_create(document=DOCUMENT, actor=actor), actor=actor
+    )
+    _run_batch(definition, actor, 48)  # warm up both worker processes
+    rate = _run_batch(definition, actor, INSTANCES)
+    executions = ActivityExecution.objects.filter(instance__definition=definition).count()
+    if executions != 5 * (INSTANCES + 48):
+        raise RuntimeError(f"expected {5 * (INSTANCES + 48)} activity executions, found {executions}")
+    return figure(
+        "workflow",
+        rate,
+        h.baseline("celery"),
+        "workflows/s",
+        f"{INSTANCES} five-activity workflows (SetVariable, If, SetVariable, WriteLog, Finish) started by "
+        f"{STARTERS} threads, 1 worker x 2 processes, PostgreSQL + Redis; baseline = no-op Celery round trips/s",
+    )

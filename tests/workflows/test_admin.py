@@ -1,0 +1,88 @@
+"""Admin pages: definitions edited through the services with validation errors shown; instances masked."""
+
+import json
+
+import pytest
+
+from identity.models import User
+from tests.workflows.factories import ACTOR, five_step_document, linear, published
+from workflows import runtime
+from workflows.models import WorkflowDefinition, WorkflowInstance
+from workflows.services import workflow_definition_execute
+
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
+
+
+@pytest.fixture
+def admin_client(client):
+    user = User.objects.create_superuser("wf-admin", "wf-admin@example.com", "a long admin password 1")
+    client.force_login(user)
+    return client
+
+
+def test_invalid_document_shows_every_problem(admin_client):
+    document = {"name": "bad", "activities": [{"id": "a", "type": "Nope"}]}
+    response = admin_client.post(
+        "/admin/workflows/workflowdefinition/add/",
+        {"document": json.dumps(document), "versions-TOTAL_FORMS": "0", "versions-INITIAL_FORMS": "0"},
+    )
+    assert response.status_code == 200
+    assert "/activities/0/type: unknown activity type" in response.content.decode()
+    assert not WorkflowDefinition.objects.exists()
+
+
+def test_valid_document_creates_a_definition_then_a_new_version(admin_client):
+    management = {
+        "versions-TOTAL_FORMS": "0",
+        "versions-INITIAL_FORMS": "0",
+        "versions-MIN_NUM_FORMS": "0",
+        "versions-MAX_NUM_FORMS": "1000",
+    }
+    response = admin_client.post(
+        "/admin/workflows/workflowdefinition/add/", {"document": json.dumps(five_step_document()), **management}
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    definition = WorkflowDefinition.objects.get()
+    assert definition.latest_version == 1
+    changed = five_step_document()
+    changed["name"] = "renamed"
+    url = f"/admin/workflows/workflowdefinition/{definition.pk}/change/"
+    assert admin_client.get(url).status_code == 200
+    response = admin_client.post(
+        url,
+        {
+            "document": json.dumps(changed),
+            "versions-TOTAL_FORMS": "1",
+            "versions-INITIAL_FORMS": "1",
+            "versions-MIN_NUM_FORMS": "0",
+            "versions-MAX_NUM_FORMS": "1000",
+            "versions-0-id": str(definition.versions.get().pk),
+            "versions-0-definition": str(definition.pk),
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    definition.refresh_from_db()
+    assert definition.latest_version == 2 and definition.name == "renamed"
+
+
+def test_instance_page_masks_secrets_and_lists_executions(admin_client):
+    document = linear(
+        {"id": "log", "type": "WriteLog", "message": "'hello'"},
+        variables=[{"name": "token", "secret": True}],
+    )
+    instance = workflow_definition_execute(
+        definition=published(document), input={"token": "admin-visible-secret"}, actor=ACTOR
+    )
+    runtime.run_instance(instance.pk)
+    page = admin_client.get(f"/admin/workflows/workflowinstance/{instance.pk}/change/").content.decode()
+    assert "****" in page and "admin-visible-secret" not in page
+    assert "WriteLog" in page
+
+
+def test_cancel_action_calls_the_service(admin_client):
+    instance = workflow_definition_execute(definition=published(five_step_document()), input={"amount": 1}, actor=ACTOR)
+    response = admin_client.post(
+        "/admin/workflows/workflowinstance/", {"action": "cancel", "_selected_action": [str(instance.pk)]}
+    )
+    assert response.status_code == 302
+    assert WorkflowInstance.objects.get(pk=instance.pk).status == "Cancelled"

@@ -1,0 +1,292 @@
+"""The runtime run in-process: steps, branches, joins, faults, the step cap (no worker needed)."""
+
+import logging
+import threading
+
+import pytest
+from django.db import connection
+
+from audit.models import AuditEvent
+from elsa_site.errors import Conflict, InvalidInput
+from tests.workflows.factories import ACTOR, five_step_document, linear, published
+from workflows import runtime, signals
+from workflows.activities.base import _REGISTRY, Activity, Done, Reschedule, register_activity
+from workflows.models import ActivityExecution, WorkflowInstance
+from workflows.services import workflow_definition_execute, workflow_instance_cancel, workflow_instance_resume
+
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture(autouse=True)
+def runs_stay_in_this_process(settings):
+    """Send the engine's tasks to a queue no worker consumes: these tests drive the runtime themselves."""
+    from elsa_site.celery import app
+
+    settings.ELSA_WORKFLOW_QUEUE = f"{settings.CELERY_TASK_DEFAULT_QUEUE}-unconsumed"
+    yield
+    with app.connection_for_write() as conn:
+        conn.default_channel.queue_purge(settings.ELSA_WORKFLOW_QUEUE)
+
+
+def run(document, input=None):
+    definition = published(document)
+    instance = workflow_definition_execute(definition=definition, input=input or {}, actor=ACTOR)
+    runtime.run_instance(instance.pk)
+    return WorkflowInstance.objects.get(pk=instance.pk)
+
+
+def executed(instance) -> list[str]:
+    return list(
+        ActivityExecution.objects.filter(instance=instance).order_by("id").values_list("activity_id", flat=True)
+    )
+
+
+def test_five_step_workflow_finishes_with_one_execution_per_activity():
+    instance = run(five_step_document(), {"amount": 5000})
+    assert instance.status == "Finished"
+    assert instance.variables == {"amount": 5000, "label": "big"}
+    assert executed(instance) == ["set", "big", "label", "log", "done"]
+
+
+def test_if_false_branch_skips_the_true_branch():
+    instance = run(five_step_document(), {"amount": 5})
+    assert instance.status == "Finished"
+    assert executed(instance) == ["set", "big", "log", "done"]
+
+
+def test_switch_takes_the_first_matching_case_else_default():
+    document = linear(
+        {
+            "id": "route",
+            "type": "Switch",
+            "cases": [{"name": "small", "condition": "input.n < 10"}, {"name": "medium", "condition": "input.n < 100"}],
+        },
+        {"id": "s", "type": "SetVariable", "variable": "size", "value": "'small'"},
+        {"id": "m", "type": "SetVariable", "variable": "size", "value": "'medium'"},
+        {"id": "l", "type": "SetVariable", "variable": "size", "value": "'large'"},
+        name="switch",
+        variables=[{"name": "size"}],
+        connections=[
+            {"source": "route", "outcome": "small", "target": "s"},
+            {"source": "route", "outcome": "medium", "target": "m"},
+            {"source": "route", "outcome": "Default", "target": "l"},
+        ],
+    )
+    assert run(document, {"n": 50}).variables == {"size": "medium"}
+    assert run(document, {"n": 5000}).variables == {"size": "large"}
+
+
+def loop_document() -> dict:
+    return linear(
+        {"id": "inc", "type": "SetVariable", "variable": "n", "value": "(has(vars.n) ? vars.n : 0) + 1"},
+        {"id": "again", "type": "If", "condition": "true"},
+        name="endless",
+        variables=[{"name": "n"}],
+        connections=[
+            {"source": "inc", "target": "again"},
+            {"source": "again", "outcome": "True", "target": "inc"},
+        ],
+    )
+
+
+def test_endless_loop_is_faulted_at_the_step_cap(settings):
+    settings.ELSA_WORKFLOW_MAX_STEPS = 20
+    # The loop has no start activity without an incoming edge unless one is added in front.
+    document = loop_document()
+    document["activities"].insert(0, {"id": "start", "type": "Fork"})
+    document["connections"].insert(0, {"source": "start", "target": "inc"})
+    instance = run(document)
+    assert instance.status == "Faulted"
+    assert "limit of 20 steps" in instance.fault_message and "ELSA_WORKFLOW_MAX_STEPS" in instance.fault_message
+    assert instance.step_count == 20
+
+
+def test_failing_activity_faults_with_its_id_and_writes_nothing_half_done():
+    @register_activity
+    class Explodes(Activity):
+        type_name = "TestExplodes"
+
+        def execute(self, ctx):
+            ctx.set_variable("x", "half-written")
+            raise RuntimeError("the partner API is down")
+
+    document = linear(
+        {"id": "first", "type": "SetVariable", "variable": "x", "value": "'ok'"},
+        {"id": "bad", "type": "TestExplodes"},
+        {"id": "never", "type": "Finish"},
+        variables=[{"name": "x"}],
+    )
+    instance = run(document)
+    assert instance.status == "Faulted" and instance.fault_activity_id == "bad"
+    assert instance.fault_message == "activity 'bad' (TestExplodes) failed: RuntimeError: the partner API is down"
+    assert instance.variables == {"x": "ok"}
+    assert [(e.activity_id, e.status) for e in ActivityExecution.objects.filter(instance=instance).order_by("id")] == [
+        ("first", "Completed"),
+        ("bad", "Faulted"),
+    ]
+
+
+def test_reschedule_runs_the_activity_again_with_the_next_attempt():
+    @register_activity
+    class Flaky(Activity):
+        type_name = "TestFlaky"
+
+        def execute(self, ctx):
+            if ctx.attempt < 2:
+                return Reschedule(countdown=30, reason=f"attempt {ctx.attempt} failed")
+            return Done(output={"attempts": ctx.attempt + 1})
+
+    instance = run(linear({"id": "call", "type": "TestFlaky"}, {"id": "done", "type": "Finish"}))
+    for _ in range(2):
+        assert instance.status == "Running" and "call" in instance.state["waiting"]
+        entry = instance.state["waiting"]["call"]
+        assert runtime.fire_timer(instance.pk, "call", entry["timer"]) is True
+        assert runtime.fire_timer(instance.pk, "call", entry["timer"]) is False  # a duplicate firing is a no-op
+        runtime.run_instance(instance.pk)
+        instance.refresh_from_db()
+    assert instance.status == "Finished"
+    assert instance.outputs == {"call": {"attempts": 3}}
+    records = ActivityExecution.objects.filter(instance=instance, activity_id="call").order_by("id")
+    assert [(r.status, r.attempt, r.error) for r in records] == [
+        ("Rescheduled", 0, "attempt 0 failed"),
+        ("Rescheduled", 1, "attempt 1 failed"),
+        ("Completed", 2, ""),
+    ]
+
+
+def test_resume_completes_the_waiting_activity_with_its_outcome_and_output():
+    document = linear(
+        {"id": "wait", "type": "Delay", "seconds": 3600},
+        {"id": "after", "type": "SetVariable", "variable": "seen", "value": "outputs.wait.answer"},
+        variables=[{"name": "seen"}],
+    )
+    instance = run(document)
+    assert instance.status == "Suspended"
+    received = []
+    signals.instance_resumed.connect(lambda **kw: received.append(kw["activity_id"]), weak=False, dispatch_uid="t")
+    try:
+        workflow_instance_resume(instance=instance, activity_id="wait", output={"answer": 42}, actor=ACTOR)
+    finally:
+        signals.instance_resumed.disconnect(dispatch_uid="t")
+    assert received == ["wait"]
+    runtime.run_instance(instance.pk)
+    instance.refresh_from_db()
+    assert instance.status == "Finished" and instance.variables == {"seen": 42}
+    assert [(e.activity_id, e.status) for e in ActivityExecution.objects.filter(instance=instance).order_by("id")] == [
+        ("wait", "Completed"),
+        ("after", "Completed"),
+    ]
+    with pytest.raises(Conflict):
+        workflow_instance_resume(instance=instance, activity_id="wait", actor=ACTOR)
+
+
+def test_resume_with_an_unknown_outcome_is_refused():
+    instance = run(linear({"id": "wait", "type": "Delay", "seconds": 3600}, {"id": "done", "type": "Finish"}))
+    with pytest.raises(InvalidInput):
+        workflow_instance_resume(instance=instance, activity_id="wait", outcome="Maybe", actor=ACTOR)
+
+
+def test_lifecycle_is_audited_and_signalled_in_order():
+    seen = []
+    for name in ("instance_suspended", "instance_resumed", "instance_finished"):
+        getattr(signals, name).connect(
+            lambda name=name, **kw: seen.append(name), weak=False, dispatch_uid=f"test-{name}"
+        )
+    try:
+        instance = run(linear({"id": "wait", "type": "Delay", "seconds": 3600}, {"id": "done", "type": "Finish"}))
+        workflow_instance_resume(instance=instance, activity_id="wait", actor=ACTOR)
+        runtime.run_instance(instance.pk)
+    finally:
+        for name in ("instance_suspended", "instance_resumed", "instance_finished"):
+            getattr(signals, name).disconnect(dispatch_uid=f"test-{name}")
+    assert seen == ["instance_suspended", "instance_resumed", "instance_finished"]
+    events = list(
+        AuditEvent.objects.filter(resource_type="workflow-instance", resource_id=str(instance.pk))
+        .order_by("id")
+        .values_list("event_type", "actor_type")
+    )
+    assert events == [
+        ("workflow.instance.started", "user"),
+        ("workflow.instance.suspended", "system"),
+        ("workflow.instance.resumed", "user"),
+        ("workflow.instance.finished", "system"),
+    ]
+
+
+def test_illegal_transitions_are_refused():
+    instance = run(five_step_document(), {"amount": 1})
+    with pytest.raises(Conflict):
+        workflow_instance_cancel(instance=instance, actor=ACTOR)
+    with pytest.raises(Conflict):
+        instance.check_transition("Running")
+
+
+def test_write_log_scrubs_secret_values(caplog):
+    document = linear(
+        {"id": "log", "type": "WriteLog", "message": "'key=' + vars.api_key", "level": "warning"},
+        variables=[{"name": "api_key", "secret": True}],
+    )
+    with caplog.at_level(logging.INFO, logger="elsa.workflow"):
+        run(document, {"api_key": "sk-live-0123456789"})
+    messages = [r.getMessage() for r in caplog.records if r.name == "elsa.workflow"]
+    assert messages == ["key=****"]
+    assert "sk-live-0123456789" not in caplog.text
+
+
+def test_two_runners_at_once_execute_each_activity_once():
+    steps = [{"id": f"s{i}", "type": "SetVariable", "variable": "n", "value": f"{i}"} for i in range(40)]
+    definition = published(linear(*steps, variables=[{"name": "n"}]))
+    instance = workflow_definition_execute(definition=definition, input={}, actor=ACTOR)
+    barrier = threading.Barrier(3)
+
+    def runner():
+        barrier.wait()
+        try:
+            runtime.run_instance(instance.pk)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=runner) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    runtime.run_instance(instance.pk)
+    instance.refresh_from_db()
+    assert instance.status == "Finished"
+    ids = list(ActivityExecution.objects.filter(instance=instance).values_list("activity_id", flat=True))
+    assert sorted(ids) == sorted(f"s{i}" for i in range(40))
+
+
+def test_cancel_during_a_run_wins_over_the_step_in_flight():
+    document = linear(
+        {"id": "a", "type": "SetVariable", "variable": "n", "value": "1"},
+        {"id": "b", "type": "SetVariable", "variable": "n", "value": "2"},
+        variables=[{"name": "n"}],
+    )
+    instance = workflow_definition_execute(definition=published(document), input={}, actor=ACTOR)
+    stale = WorkflowInstance.objects.get(pk=instance.pk)
+    workflow_instance_cancel(instance=instance, actor=ACTOR)
+    # A runner holding the pre-cancel snapshot: its fenced write is refused and nothing is recorded.
+    with pytest.raises(runtime.StaleInstance):
+        runtime.advance(stale, runtime.graph_of(stale.definition_version_id), stale.updated_at)
+    runtime.run_instance(instance.pk)
+    assert WorkflowInstance.objects.get(pk=instance.pk).status == "Cancelled"
+    assert not ActivityExecution.objects.filter(instance=instance).exists()
+
+
+def test_activity_type_unregistered_after_publishing_faults_the_instance():
+    @register_activity
+    class Vanishing(Activity):
+        type_name = "TestVanishing"
+
+        def execute(self, ctx):
+            return Done()
+
+    definition = published(linear({"id": "gone", "type": "TestVanishing"}))
+    _REGISTRY.pop("TestVanishing")
+    instance = workflow_definition_execute(definition=definition, input={}, actor=ACTOR)
+    runtime.run_instance(instance.pk)
+    instance.refresh_from_db()
+    assert instance.status == "Faulted"
+    assert instance.fault_message == "activity 'gone' has the unknown type 'TestVanishing'"

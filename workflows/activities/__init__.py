@@ -1,0 +1,1 @@
+"""Activity types: the plug-in API (base) and the core activities (core)."""

@@ -1,0 +1,79 @@
+"""CEL expressions: compiled once per text, evaluated over input, vars and outputs, with bounded cost."""
+
+import base64
+import datetime as dt
+import re
+from functools import lru_cache
+from typing import Any
+
+import cel
+from django.conf import settings
+
+__all__ = ["ExpressionError", "compile_expression", "evaluate_expression", "to_json_value"]
+
+# Comprehension macros are the only way a CEL expression can do super-linear work (nested
+# loops over lists); CEL has no unbounded loops or recursion, so bounding the source length and
+# the number of comprehensions bounds the cost of one evaluation by the size of its data.
+_COMPREHENSION = re.compile(r"\.\s*(?:map|filter|all|exists|exists_one)\s*\(")
+
+
+class ExpressionError(Exception):
+    """An expression failed to compile or to evaluate; ``expression`` is its source text."""
+
+    def __init__(self, expression: str, message: str):
+        super().__init__(message)
+        self.expression = expression
+        self.message = message
+
+
+def _limits() -> tuple[int, int]:
+    return settings.ELSA_EXPRESSION_MAX_LENGTH, settings.ELSA_EXPRESSION_MAX_COMPREHENSIONS
+
+
+@lru_cache(maxsize=4096)
+def _compile(source: str, max_length: int, max_comprehensions: int):
+    if not source.strip():
+        raise ExpressionError(source, "expression is empty")
+    if len(source) > max_length:
+        raise ExpressionError(source, f"expression is longer than {max_length} characters")
+    if len(_COMPREHENSION.findall(source)) > max_comprehensions:
+        raise ExpressionError(source, f"expression uses more than {max_comprehensions} comprehension macros")
+    try:
+        return cel.compile(source)
+    except (ValueError, RuntimeError, TypeError) as exc:
+        # The parser's message points at the position of the error; it only quotes the source.
+        raise ExpressionError(source, str(exc).splitlines()[0][:300]) from None
+
+
+def compile_expression(source: str):
+    """Compile ``source`` (cached by text); raises ExpressionError with a readable reason."""
+    if not isinstance(source, str):
+        raise ExpressionError(repr(source), "expression must be a string")
+    return _compile(source, *_limits())
+
+
+def evaluate_expression(source: str, context: dict) -> Any:
+    """Evaluate ``source`` over ``context`` and return a JSON-compatible value; raises ExpressionError."""
+    program = compile_expression(source)
+    try:
+        result = program.execute(context)
+    except Exception as exc:  # noqa: BLE001 - the CEL extension raises many types; all are expression failures
+        raise ExpressionError(source, f"{type(exc).__name__}: {exc}"[:500]) from None
+    return to_json_value(result)
+
+
+def to_json_value(value: Any) -> Any:
+    """CEL values as JSON: timestamps as ISO 8601, durations as seconds, bytes as base64."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    if isinstance(value, dict):
+        return {str(k): to_json_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_json_value(v) for v in value]
+    return str(value)

@@ -1,0 +1,757 @@
+"""The runtime: runs an instance's pending activities, persisting the run state after every activity."""
+
+import datetime as dt
+import json
+import logging
+import uuid
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import InterfaceError, OperationalError, connection, transaction
+from django.utils import timezone
+
+from audit.actors import Actor
+from audit.services import audit_record
+from elsa_site.celery import app
+from workflows import signals
+from workflows.activities.base import (
+    ActivityContext,
+    Done,
+    ExpressionError,
+    Fault,
+    Reschedule,
+    Suspend,
+    UnknownActivityType,
+    get_activity,
+)
+from workflows.encryption import InvalidToken
+from workflows.models import ActivityExecution, InstanceStatus, WorkflowDefinitionVersion, WorkflowInstance
+from workflows.secrets import decrypt_all, encrypt_value, plaintexts, scrub_secrets, scrub_text
+
+logger = logging.getLogger("elsa.workflow.runtime")
+
+ENGINE_ACTOR = Actor.system("workflow-engine")
+RUN_TASK = "workflows.run_instance"
+TIMER_TASK = "workflows.fire_timer"
+MAX_ERROR = 2000
+
+
+# --- The parsed definition ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Graph:
+    """A definition version's document, indexed for the runtime (versions are immutable)."""
+
+    nodes: dict[str, dict]
+    outgoing: dict[str, list[tuple[str, str]]]
+    incoming_sources: dict[str, frozenset[str]]
+    secret_variables: frozenset[str]
+    start: str
+
+
+_graphs: dict[int, Graph] = {}
+
+
+def graph_of(version_id: int) -> Graph:
+    """The parsed graph of a definition version, cached per process (versions never change)."""
+    graph = _graphs.get(version_id)
+    if graph is None:
+        document = WorkflowDefinitionVersion.objects.values_list("document", flat=True).get(pk=version_id)
+        nodes = {a["id"]: a for a in document["activities"]}
+        outgoing: dict[str, list[tuple[str, str]]] = {}
+        incoming: dict[str, set[str]] = {}
+        for edge in document.get("connections", []):
+            outgoing.setdefault(edge["source"], []).append((edge.get("outcome", "Done"), edge["target"]))
+            incoming.setdefault(edge["target"], set()).add(edge["source"])
+        start = next(a for a in nodes if a not in incoming)
+        secret = frozenset(v["name"] for v in document.get("variables", []) if v.get("secret"))
+        graph = Graph(nodes, outgoing, {k: frozenset(v) for k, v in incoming.items()}, secret, start)
+        if len(_graphs) > 512:  # versions are immutable; the bound only caps memory
+            _graphs.clear()
+        _graphs[version_id] = graph
+    return graph
+
+
+# --- Status changes: the declared transitions, with audit event and signal ---------------------
+
+_STATUS_EVENTS = {
+    InstanceStatus.SUSPENDED: ("suspended", None),
+    InstanceStatus.RUNNING: ("resumed", None),
+    InstanceStatus.FINISHED: ("finished", signals.instance_finished),
+    InstanceStatus.FAULTED: ("faulted", signals.instance_faulted),
+    InstanceStatus.CANCELLED: ("cancelled", signals.instance_cancelled),
+}
+
+
+def change_status(instance: WorkflowInstance, target: str, *, now: dt.datetime) -> list:
+    """Apply a declared transition in memory; returns the events to emit once the row is saved."""
+    instance.check_transition(target)
+    instance.status = target
+    if target in (InstanceStatus.FINISHED, InstanceStatus.FAULTED, InstanceStatus.CANCELLED):
+        instance.finished_at = now
+        state = instance.state
+        state["tokens"], state["waiting"], state["joins"] = [], {}, {}
+        instance.next_timer_at = None
+    return [target]
+
+
+def emit_status_events(instance: WorkflowInstance, events: list, *, actor: Actor, context: dict | None = None) -> None:
+    """Audit and signal status changes, inside the caller's transaction, after the row is saved."""
+    for target in events:
+        verb, signal = _STATUS_EVENTS[target]
+        metadata = {"fault": instance.fault_message} if target == InstanceStatus.FAULTED else None
+        audit_record(
+            event_type=f"workflow.instance.{verb}",
+            action=verb,
+            resource=("workflow-instance", str(instance.pk)),
+            actor=actor,
+            context={
+                "definition_id": str(instance.definition_id),
+                "definition_version_id": instance.definition_version_id,
+                **(context or {}),
+            },
+            metadata=metadata,
+        )
+        if signal is not None:
+            signal.send(sender=WorkflowInstance, instance=instance, actor=actor)
+
+
+def emit_status_events_started(instance: WorkflowInstance, *, actor: Actor) -> None:
+    """Audit a new instance (the creation is its first lifecycle event)."""
+    audit_record(
+        event_type="workflow.instance.started",
+        action="started",
+        resource=("workflow-instance", str(instance.pk)),
+        actor=actor,
+        context={
+            "definition_id": str(instance.definition_id),
+            "definition_version_id": instance.definition_version_id,
+        },
+    )
+
+
+def next_timer(state: dict) -> dt.datetime | None:
+    times = [entry["resume_at"] for entry in state.get("waiting", {}).values() if entry.get("timer")]
+    return dt.datetime.fromisoformat(min(times)) if times else None
+
+
+class StaleInstance(Exception):
+    """Someone else (cancel, resume, a timer) changed the instance since it was read: reload and retry."""
+
+
+_MUTABLE = (
+    "status",
+    "variables",
+    "secret_variables",
+    "outputs",
+    "state",
+    "step_count",
+    "revision",
+    "updated_at",
+    "next_timer_at",
+    "finished_at",
+    "fault_message",
+    "fault_activity_id",
+)
+_JSON = {"variables", "secret_variables", "outputs", "state"}
+_EXECUTION_COLUMNS = (
+    "activity_id",
+    "activity_type",
+    "status",
+    "attempt",
+    "started_at",
+    "finished_at",
+    "outcome",
+    "output",
+    "error",
+)
+# One round trip per step on PostgreSQL: the fenced update of the run state and the insert of the
+# ActivityExecution record, which only happens when the update matched (same revision).
+_SET = ", ".join(f"{c} = %s::jsonb" if c in _JSON else f"{c} = %s" for c in _MUTABLE)
+_ROW = ", ".join("%s::jsonb" if c == "output" else "%s" for c in _EXECUTION_COLUMNS)
+# Built from this module's constant column names only; every value is a query parameter.
+_PG_UPDATE = (
+    f"UPDATE workflows_workflowinstance SET {_SET} "  # noqa: S608
+    "FROM (SELECT set_config('synchronous_commit', %s, true)) AS durability WHERE id = %s AND revision = %s"
+)
+_PG_PERSIST = (
+    f"WITH upd AS ({_PG_UPDATE} RETURNING id) "  # noqa: S608
+    f"INSERT INTO workflows_activityexecution (instance_id, {', '.join(_EXECUTION_COLUMNS)}) "
+    f"SELECT upd.id, {_ROW} FROM upd RETURNING id"
+)
+
+
+def save_state(
+    instance: WorkflowInstance, now: dt.datetime, execution: dict | None = None, *, durable: bool = True
+) -> None:
+    """Write the run state (and this step's execution record), fenced by the revision read.
+
+    ``durable=False`` (a step that changes no lifecycle status, hence writes no audit event)
+    commits without waiting for the WAL flush: a worker crash loses nothing (the server has the
+    commit), and a database crash can lose only the last fraction of a second of such steps,
+    which then run again exactly as after a worker crash. Lifecycle changes always flush.
+
+    Raises StaleInstance when the row moved on meanwhile; the caller's transaction then rolls
+    back, the execution record included, and the runner reloads before trying again.
+    """
+    expected = instance.revision
+    instance.revision += 1
+    instance.updated_at = now
+    instance.next_timer_at = next_timer(instance.state)
+    if connection.vendor == "postgresql":
+        values = [json.dumps(getattr(instance, c)) if c in _JSON else getattr(instance, c) for c in _MUTABLE]
+        with connection.cursor() as cursor:
+            if execution is None:
+                cursor.execute(_PG_UPDATE, [*values, "on" if durable else "off", instance.pk, expected])
+                matched = cursor.rowcount == 1
+            else:
+                row = [json.dumps(execution[c]) if c == "output" else execution[c] for c in _EXECUTION_COLUMNS]
+                cursor.execute(_PG_PERSIST, [*values, "on" if durable else "off", instance.pk, expected, *row])
+                matched = cursor.fetchone() is not None
+    else:
+        matched = (
+            WorkflowInstance.objects.filter(pk=instance.pk, revision=expected).update(
+                **{c: getattr(instance, c) for c in _MUTABLE}
+            )
+            == 1
+        )
+        if matched and execution is not None:
+            ActivityExecution.objects.create(instance_id=instance.pk, **execution)
+    if not matched:
+        instance.revision = expected
+        raise StaleInstance(str(instance.pk))
+
+
+def send(task: str, args: list, **options) -> None:
+    """Send an engine task to ELSA_WORKFLOW_QUEUE (or the default queue)."""
+    queue = settings.ELSA_WORKFLOW_QUEUE or None
+    app.send_task(task, args=args, queue=queue, **options)
+
+
+def enqueue_run(instance_id) -> None:
+    """Run the instance after the current transaction commits (the worker must see the new state)."""
+    transaction.on_commit(lambda: send(RUN_TASK, [str(instance_id)]))
+
+
+def enqueue_timer(instance_id, activity_id: str, entry: dict) -> None:
+    eta = dt.datetime.fromisoformat(entry["resume_at"])
+    args = [str(instance_id), activity_id, entry["timer"]]
+    transaction.on_commit(lambda: send(TIMER_TASK, args, eta=eta))
+
+
+# --- Resuming a waiting activity (bookmarks, timers) ----------------------------------------
+
+
+def resume_locked(instance: WorkflowInstance, *, activity_id: str, outcome: str, output: Any, actor: Actor) -> None:
+    """Queue the completion of a waiting activity; the caller holds the row lock and saves."""
+    now = timezone.now()
+    instance.state.setdefault("waiting", {}).pop(activity_id)
+    instance.state.setdefault("tokens", []).append({"a": activity_id, "resume": {"outcome": outcome, "output": output}})
+    events = change_status(instance, InstanceStatus.RUNNING, now=now) if instance.status != "Running" else []
+    save_state(instance, now)
+    emit_status_events(instance, events, actor=actor, context={"activity_id": activity_id})
+    signals.instance_resumed.send(
+        sender=WorkflowInstance, instance=instance, actor=actor, activity_id=activity_id, outcome=outcome
+    )
+    enqueue_run(instance.pk)
+
+
+# --- Running steps ---------------------------------------------------------------------------
+
+
+class StepCrashed(Exception):
+    """An activity raised: the step's transaction is rolled back and the instance faulted afterwards."""
+
+    def __init__(self, activity_id: str, activity_type: str, message: str, started_at: dt.datetime):
+        super().__init__(message)
+        self.activity_id, self.activity_type, self.message, self.started_at = (
+            activity_id,
+            activity_type,
+            message,
+            started_at,
+        )
+
+
+def _run_lock_key(instance_id) -> int:
+    # 64 bits of the instance's UUID as a signed bigint: the advisory lock key space of PostgreSQL.
+    return int.from_bytes(uuid.UUID(str(instance_id)).bytes[:8], "big", signed=True)
+
+
+def _try_run_lock(instance_id) -> bool:
+    """Take this instance's run lock for the session; False when another worker is running it.
+
+    A PostgreSQL session advisory lock works across hosts and is released by the server when the
+    holder's connection dies (a worker killed with kill -9), so a crash never leaves it stuck.
+    SQLite needs none: every transaction there begins IMMEDIATE and holds the database's single
+    write lock, so steps are serialized anyway (and the revision fence below still applies).
+    """
+    if connection.vendor != "postgresql":
+        return True
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [_run_lock_key(instance_id)])
+        return bool(cursor.fetchone()[0])
+
+
+def _release_run_lock(instance_id) -> None:
+    if connection.vendor != "postgresql":
+        return
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [_run_lock_key(instance_id)])
+    except (OperationalError, InterfaceError):
+        pass  # the connection is gone, and the server released the lock with it
+
+
+def _has_runnable_work(instance_id) -> bool:
+    row = WorkflowInstance.objects.filter(pk=instance_id).values_list("status", "state").first()
+    return bool(row and row[0] == InstanceStatus.RUNNING and (row[1] or {}).get("tokens"))
+
+
+def run_instance(instance_id) -> int:
+    """Run every step that can run now; returns the number of steps taken (safe to call twice).
+
+    One runner per instance at a time (the run lock); each step is one transaction whose write is
+    fenced by the instance's revision, so a concurrent cancel, resume or timer makes the step roll
+    back and run again on the fresh state rather than overwrite it.
+    """
+    steps = 0
+    while True:
+        if not _try_run_lock(instance_id):
+            return steps  # another worker is running it and will see any new work
+        try:
+            taken, status = _run_locked(instance_id)
+            steps += taken
+        finally:
+            _release_run_lock(instance_id)
+        # A resume committed just before the unlock found the lock held and left its work to us:
+        # look once more (an ended instance cannot be resumed, so it needs no second look).
+        if status in (InstanceStatus.FINISHED, InstanceStatus.FAULTED, InstanceStatus.CANCELLED, None):
+            return steps
+        if not _has_runnable_work(instance_id):
+            return steps
+
+
+def _run_locked(instance_id) -> tuple[int, str | None]:
+    """Steps taken and the last status seen."""
+    steps, cached = 0, None
+    while True:
+        try:
+            cached, more = _step(instance_id, cached)
+        except StaleInstance:
+            cached = None
+            continue
+        except StepCrashed as crash:
+            fault_after_crash(instance_id, crash)
+            return steps + 1, InstanceStatus.FAULTED
+        if not more:
+            return steps, cached.status if cached is not None else None
+        steps += 1
+
+
+def _step(instance_id, cached: WorkflowInstance | None) -> tuple[WorkflowInstance | None, bool]:
+    """Run one step; returns the instance and whether another step may follow."""
+    if cached is None:
+        cached = WorkflowInstance.objects.filter(pk=instance_id).first()
+        if cached is None:
+            return None, False
+    instance = cached
+    if instance.status != InstanceStatus.RUNNING:
+        return instance, False
+    graph = graph_of(instance.definition_version_id)
+    state = instance.state
+    state.setdefault("tokens", [])
+    state.setdefault("waiting", {})
+    state.setdefault("joins", {})
+    now = timezone.now()
+    if not state["tokens"]:
+        events = settle(instance, now)
+        if events:
+            with transaction.atomic():
+                save_state(instance, now)
+                emit_status_events(instance, events, actor=ENGINE_ACTOR)
+        return instance, False
+    if instance.step_count >= settings.ELSA_WORKFLOW_MAX_STEPS:
+        activity_id = state["tokens"][0]["a"]
+        fault_locked(
+            instance,
+            activity_id=activity_id,
+            message=f"the run reached the limit of {settings.ELSA_WORKFLOW_MAX_STEPS} steps "
+            f"(ELSA_WORKFLOW_MAX_STEPS) before activity '{activity_id}'; does a loop never end?",
+            now=now,
+        )
+        return instance, False
+    token = state["tokens"][0]
+    node = graph.nodes.get(token["a"]) or {}
+    try:
+        in_transaction = get_activity(node.get("type", "")).uses_database or "resume" in token
+    except UnknownActivityType:
+        in_transaction = True
+    # An activity that writes to the database runs inside the step's transaction, so its rows
+    # commit with the step. One that does not runs outside any transaction; its step is then
+    # persisted by one statement (a transaction only when a lifecycle event is written too).
+    with transaction.atomic() if in_transaction else nullcontext():
+        advance(instance, graph, now)
+    return instance, instance.status == InstanceStatus.RUNNING
+
+
+def settle(instance: WorkflowInstance, now: dt.datetime) -> list:
+    """With no runnable branch left: Finished when nothing waits, Suspended when only outside events can continue."""
+    state = instance.state
+    if instance.status != InstanceStatus.RUNNING or state["tokens"]:
+        return []
+    waiting = state["waiting"]
+    if not waiting:
+        return change_status(instance, InstanceStatus.FINISHED, now=now)
+    if not any(entry.get("retry") for entry in waiting.values()):
+        return change_status(instance, InstanceStatus.SUSPENDED, now=now)
+    return []  # a Reschedule timer will continue it: it stays Running
+
+
+def join_ready(instance: WorkflowInstance, graph: Graph, node: dict, source: str | None) -> bool:
+    """Record a branch arriving at a Join; True when the Join should run now."""
+    joins = instance.state["joins"]
+    expected = graph.incoming_sources.get(node["id"], frozenset())
+    entry = joins.setdefault(node["id"], {"arrived": [], "fired": False})
+    entry["arrived"].append(source)
+    arrived = set(entry["arrived"])
+    if node.get("mode", "all") == "any":
+        fire = not entry["fired"]
+        entry["fired"] = True
+        if arrived >= expected:
+            joins.pop(node["id"])  # every branch is in: the next round (a loop) starts afresh
+        return fire
+    if arrived >= expected:
+        joins.pop(node["id"])
+        return True
+    return False
+
+
+def advance(instance: WorkflowInstance, graph: Graph, now: dt.datetime) -> None:
+    """Run the next token of a locked, Running instance and persist the result (one step)."""
+    state = instance.state
+    token = state["tokens"].pop(0)
+    activity_id = token["a"]
+    node = graph.nodes.get(activity_id)
+    activity_type = node.get("type", "") if node else ""
+    try:
+        activity = get_activity(activity_type)
+    except UnknownActivityType:
+        fault_locked(
+            instance,
+            activity_id=activity_id,
+            message=f"activity '{activity_id}' has the unknown type {activity_type!r}",
+            now=now,
+        )
+        return
+    instance.step_count += 1
+
+    if activity.is_join and "resume" not in token and not join_ready(instance, graph, node, token.get("from")):
+        save_state(instance, now, durable=False)  # a branch arrived; the Join waits for the others
+        return
+
+    try:
+        secret_values = decrypt_all(instance.secret_variables) if instance.secret_variables else {}
+    except InvalidToken:
+        fault_locked(
+            instance,
+            activity_id=activity_id,
+            message="a secret variable cannot be decrypted with ELSA_ENCRYPTION_KEYS (was its key removed?)",
+            now=now,
+        )
+        return
+    variables = {**instance.variables, **secret_values}
+    attempt = token.get("attempt", 0)
+    ctx = ActivityContext(
+        node=node,
+        instance=instance,
+        activity_id=activity_id,
+        attempt=attempt,
+        variables=variables,
+        input=instance.input,
+        outputs=instance.outputs,
+        actor=ENGINE_ACTOR,
+        _secrets=plaintexts(secret_values.values()),
+    )
+    if "resume" in token:
+        result = Done(token["resume"]["outcome"], token["resume"].get("output"))
+    else:
+        result = execute_activity(activity, ctx, activity_type, now)
+
+    # Assignments: secret variables are encrypted before anything is written, and a plain
+    # variable never receives a secret's plaintext (copying a secret into it stores "****").
+    if ctx._assigned:
+        assigned_secrets = [v for k, v in ctx._assigned.items() if k in graph.secret_variables]
+        if assigned_secrets:
+            ctx._secrets = ctx._secrets | plaintexts(assigned_secrets)
+        for name, value in ctx._assigned.items():
+            if name in graph.secret_variables:
+                instance.secret_variables[name] = encrypt_value(value)
+            else:
+                instance.variables[name] = scrub_secrets(value, ctx._secrets)
+    secrets = ctx._secrets
+
+    finished_at = timezone.now()
+    if isinstance(result, Done):
+        output = scrub_secrets(result.output, secrets)
+        if output is not None:
+            instance.outputs[activity_id] = output
+        row = record_execution(
+            instance,
+            token,
+            activity_id,
+            activity_type,
+            status=ActivityExecution.Status.COMPLETED,
+            attempt=attempt,
+            started_at=now,
+            finished_at=finished_at,
+            outcome=result.outcome,
+            output=output,
+        )
+        if activity.ends_instance:
+            state["tokens"], state["waiting"] = [], {}
+        else:
+            for outcome, target in graph.outgoing.get(activity_id, ()):
+                if outcome == result.outcome:
+                    state["tokens"].append({"a": target, "from": activity_id})
+        events = settle(instance, now)
+        if not events:
+            save_state(instance, now, row, durable=False)
+            return
+        with transaction.atomic(savepoint=False):  # the state and its audit event commit together
+            save_state(instance, now, row)
+            emit_status_events(instance, events, actor=ENGINE_ACTOR)
+    elif isinstance(result, Suspend):
+        entry: dict[str, Any] = {
+            "since": now.isoformat(),
+            "from": token.get("from"),
+            "data": scrub_secrets(result.data, secrets),
+        }
+        if result.resume_at is not None:
+            resume_at = result.resume_at.astimezone(dt.UTC).isoformat()  # UTC: the strings compare in time order
+            entry.update(timer=uuid.uuid4().hex, resume_at=resume_at, outcome=result.timer_outcome)
+        state["waiting"][activity_id] = entry
+        row = record_execution(
+            instance,
+            token,
+            activity_id,
+            activity_type,
+            status=ActivityExecution.Status.SUSPENDED,
+            attempt=attempt,
+            started_at=now,
+            finished_at=None,
+        )
+        events = settle(instance, now)
+        with transaction.atomic(savepoint=False):  # listeners of the signal write in this transaction
+            save_state(instance, now, row, durable=bool(events))
+            emit_status_events(instance, events, actor=ENGINE_ACTOR)
+            signals.instance_suspended.send(
+                sender=WorkflowInstance,
+                instance=instance,
+                actor=ENGINE_ACTOR,
+                activity_id=activity_id,
+                data=result.data,
+            )
+            if "timer" in entry:
+                enqueue_timer(instance.pk, activity_id, entry)
+    elif isinstance(result, Reschedule):
+        countdown = max(0.0, float(result.countdown))
+        entry = {
+            "retry": True,
+            "attempt": attempt + 1,
+            "from": token.get("from"),
+            "timer": uuid.uuid4().hex,
+            "resume_at": (now + dt.timedelta(seconds=countdown)).isoformat(),
+        }
+        state["waiting"][activity_id] = entry
+        row = record_execution(
+            instance,
+            token,
+            activity_id,
+            activity_type,
+            status=ActivityExecution.Status.RESCHEDULED,
+            attempt=attempt,
+            started_at=now,
+            finished_at=finished_at,
+            error=scrub_text(str(result.reason), secrets)[:MAX_ERROR],
+        )
+        save_state(instance, now, row, durable=False)
+        enqueue_timer(instance.pk, activity_id, entry)
+    else:  # Fault
+        fault_locked(
+            instance,
+            activity_id=activity_id,
+            message=f"activity '{activity_id}' ({activity_type}): {result.message}",
+            now=now,
+            secrets=secrets,
+            token=token,
+            activity_type=activity_type,
+            attempt=attempt,
+        )
+
+
+def execute_activity(activity, ctx: ActivityContext, activity_type: str, now: dt.datetime):
+    """Call the activity; an expression failure or a bad result is a Fault, any other error crashes the step."""
+    try:
+        result = activity.execute(ctx)
+    except ExpressionError as exc:
+        return Fault(f"expression {exc.expression!r} failed: {exc.message}")
+    except (OperationalError, InterfaceError):
+        raise  # the database went away: let the task fail and the stalled sweep retry it
+    except Exception as exc:  # noqa: BLE001 - any activity failure faults the instance, never the worker
+        message = scrub_text(
+            f"activity '{ctx.activity_id}' ({activity_type}) failed: {type(exc).__name__}: {exc}", ctx._secrets
+        )
+        raise StepCrashed(ctx.activity_id, activity_type, message[:MAX_ERROR], now) from exc
+    if not isinstance(result, Done | Suspend | Fault | Reschedule):
+        return Fault("the activity returned no valid result")
+    return result
+
+
+def record_execution(
+    instance, token, activity_id, activity_type, *, status, attempt, started_at, finished_at, **fields
+) -> dict | None:
+    """The ActivityExecution row of this step, for save_state to insert with the new state.
+
+    A resumed activity completes its Suspended record instead (updated here, in the step's
+    transaction), so every activity run has one record; then None is returned.
+    """
+    if "resume" in token:
+        ids = list(
+            ActivityExecution.objects.filter(
+                instance=instance, activity_id=activity_id, status=ActivityExecution.Status.SUSPENDED
+            )
+            .order_by("-id")
+            .values_list("id", flat=True)[:1]
+        )
+        if ids:
+            ActivityExecution.objects.filter(id=ids[0]).update(status=status, finished_at=finished_at, **fields)
+            return None
+    return {
+        "activity_id": activity_id,
+        "activity_type": activity_type,
+        "status": status,
+        "attempt": attempt,
+        "started_at": started_at,
+        "finished_at": finished_at,
+        "outcome": fields.get("outcome", ""),
+        "output": fields.get("output"),
+        "error": fields.get("error", ""),
+    }
+
+
+def fault_locked(
+    instance: WorkflowInstance,
+    *,
+    activity_id: str,
+    message: str,
+    now: dt.datetime,
+    secrets: frozenset[str] = frozenset(),
+    token: dict | None = None,
+    activity_type: str = "",
+    attempt: int = 0,
+    actor: Actor = ENGINE_ACTOR,
+) -> None:
+    """Fault a locked instance with a message naming the activity (secrets scrubbed)."""
+    message = scrub_text(message, secrets)[:MAX_ERROR]
+    row = None
+    if token is not None:
+        row = record_execution(
+            instance,
+            token,
+            activity_id,
+            activity_type,
+            status=ActivityExecution.Status.FAULTED,
+            attempt=attempt,
+            started_at=now,
+            finished_at=timezone.now(),
+            error=message,
+        )
+    instance.fault_message = message
+    instance.fault_activity_id = activity_id
+    events = change_status(instance, InstanceStatus.FAULTED, now=now)
+    with transaction.atomic(savepoint=False):
+        save_state(instance, now, row)
+        emit_status_events(instance, events, actor=actor, context={"activity_id": activity_id})
+    logger.warning(
+        "workflow instance faulted", extra={"workflow_instance_id": str(instance.pk), "activity_id": activity_id}
+    )
+
+
+def fault_after_crash(instance_id, crash: StepCrashed) -> None:
+    """Fault an instance whose step raised, in a fresh transaction after the step rolled back."""
+    with transaction.atomic():
+        instance = WorkflowInstance.objects.select_for_update().filter(pk=instance_id).first()
+        if instance is None or instance.status != InstanceStatus.RUNNING:
+            return
+        fault_locked(
+            instance,
+            activity_id=crash.activity_id,
+            message=crash.message,
+            now=timezone.now(),
+            token={"a": crash.activity_id},
+            activity_type=crash.activity_type,
+        )
+
+
+# --- Timers and sweeps -----------------------------------------------------------------------
+
+
+def fire_timer(instance_id, activity_id: str, timer_id: str) -> bool:
+    """Continue an activity whose timer is due; a stale timer (cancelled, already fired) does nothing."""
+    with transaction.atomic():
+        instance = WorkflowInstance.objects.select_for_update().filter(pk=instance_id).first()
+        if instance is None or not instance.is_live:
+            return False
+        entry = instance.state.get("waiting", {}).get(activity_id)
+        # The timer id is the fence: cancel, resume or an earlier firing removed or replaced it.
+        if not entry or entry.get("timer") != timer_id:
+            return False
+        if entry.get("retry"):
+            now = timezone.now()
+            instance.state["waiting"].pop(activity_id)
+            instance.state.setdefault("tokens", []).append(
+                {"a": activity_id, "from": entry.get("from"), "attempt": entry["attempt"]}
+            )
+            events = change_status(instance, InstanceStatus.RUNNING, now=now) if instance.status != "Running" else []
+            save_state(instance, now)
+            emit_status_events(instance, events, actor=ENGINE_ACTOR, context={"activity_id": activity_id})
+            enqueue_run(instance.pk)
+        else:
+            resume_locked(
+                instance, activity_id=activity_id, outcome=entry.get("outcome", "Done"), output=None, actor=ENGINE_ACTOR
+            )
+    return True
+
+
+def sweep_due_timers(*, grace_seconds: float = 1.0, limit: int = 500) -> int:
+    """Fire timers that are due but were lost (a restart dropped their Celery ETA task)."""
+    due = timezone.now() - dt.timedelta(seconds=grace_seconds)
+    fired = 0
+    rows = WorkflowInstance.objects.filter(
+        status__in=(InstanceStatus.RUNNING, InstanceStatus.SUSPENDED), next_timer_at__lte=due
+    ).values_list("pk", "state")[:limit]
+    for pk, state in rows:
+        for activity_id, entry in (state or {}).get("waiting", {}).items():
+            if entry.get("timer") and dt.datetime.fromisoformat(entry["resume_at"]) <= due:
+                send(TIMER_TASK, [str(pk), activity_id, entry["timer"]])
+                fired += 1
+    return fired
+
+
+def sweep_stalled_instances(*, stall_seconds: float | None = None, limit: int = 500) -> int:
+    """Re-enqueue Running instances with runnable work that nobody advanced for a while (a worker died)."""
+    stall = settings.ELSA_WORKFLOW_STALL_SECONDS if stall_seconds is None else stall_seconds
+    cutoff = timezone.now() - dt.timedelta(seconds=stall)
+    enqueued = 0
+    rows = WorkflowInstance.objects.filter(status=InstanceStatus.RUNNING, updated_at__lte=cutoff).values_list(
+        "pk", "state"
+    )[:limit]
+    for pk, state in rows:
+        if (state or {}).get("tokens"):
+            # A duplicate run is harmless: the row lock lets one task step at a time.
+            send(RUN_TASK, [str(pk)])
+            enqueued += 1
+    return enqueued

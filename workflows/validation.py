@@ -1,0 +1,264 @@
+"""Validation of a workflow definition document: JSON Schema for its shape, then semantic checks."""
+
+import json
+from functools import lru_cache
+from typing import Any
+
+import jsonschema
+from django.conf import settings
+
+from workflows.activities.base import UnknownActivityType, get_activity
+from workflows.expressions import ExpressionError, compile_expression
+
+Problem = dict  # {"pointer": "/activities/2/type", "message": "..."}
+
+IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_-]{0,99}$"
+VARIABLE_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,99}$"
+
+DOCUMENT_SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "required": ["name", "activities"],
+    "properties": {
+        "name": {"type": "string", "minLength": 1, "maxLength": 200},
+        "description": {"type": "string", "maxLength": 2000},
+        "variables": {
+            "type": "array",
+            "maxItems": 200,
+            "items": {
+                "type": "object",
+                "required": ["name"],
+                "properties": {
+                    "name": {"type": "string", "pattern": VARIABLE_NAME},
+                    "secret": {"type": "boolean"},
+                },
+                "additionalProperties": False,
+            },
+        },
+        "input_schema": {"type": "object"},
+        "activities": {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": 1000,
+            "items": {
+                "type": "object",
+                "required": ["id", "type"],
+                "properties": {
+                    "id": {"type": "string", "pattern": IDENTIFIER},
+                    "type": {"type": "string", "minLength": 1, "maxLength": 100},
+                },
+            },
+        },
+        "connections": {
+            "type": "array",
+            "maxItems": 5000,
+            "items": {
+                "type": "object",
+                "required": ["source", "target"],
+                "properties": {
+                    "source": {"type": "string"},
+                    "target": {"type": "string"},
+                    "outcome": {"type": "string", "minLength": 1},
+                },
+                "additionalProperties": False,
+            },
+        },
+    },
+    "additionalProperties": False,
+}
+
+
+@lru_cache(maxsize=1)
+def _document_validator() -> jsonschema.protocols.Validator:
+    return jsonschema.Draft202012Validator(DOCUMENT_SCHEMA)
+
+
+def _escape(token: Any) -> str:
+    return str(token).replace("~", "~0").replace("/", "~1")
+
+
+def pointer(*tokens: Any) -> str:
+    """A JSON pointer (RFC 6901) from path tokens."""
+    return "".join("/" + _escape(t) for t in tokens)
+
+
+def schema_error_message(error: jsonschema.ValidationError) -> str:
+    """A message naming the failed rule, built from the schema only: submitted values are never echoed."""
+    rule, expected = error.validator, error.validator_value
+    if rule == "required":
+        return "a required property is missing"
+    if rule == "type":
+        return f"must be of type {expected}"
+    if rule == "additionalProperties":
+        return "has a property that is not allowed"
+    if rule in {"minLength", "maxLength", "minItems", "maxItems", "minimum", "maximum", "pattern", "enum", "const"}:
+        text = json.dumps(expected)
+        return f"does not satisfy {rule} {text[:100]}"
+    return f"does not satisfy {rule}"
+
+
+def schema_problems(validator: jsonschema.protocols.Validator, value: Any, prefix: tuple = ()) -> list[Problem]:
+    problems = []
+    for error in sorted(validator.iter_errors(value), key=lambda e: list(map(str, e.absolute_path))):
+        tokens = (*prefix, *error.absolute_path)
+        if error.validator == "required":
+            # Point at the missing property itself: the schema names it, so it is not user data.
+            present = error.instance if isinstance(error.instance, dict) else {}
+            for name in error.validator_value:
+                if name not in present:
+                    problems.append({"pointer": pointer(*tokens, name), "message": "is required"})
+            continue
+        problems.append({"pointer": pointer(*tokens), "message": schema_error_message(error)})
+    return problems
+
+
+def _expression_paths(node: Any, path: list[str], tokens: tuple) -> list[tuple[tuple, Any]]:
+    """Values addressed by a dotted expression path (``*`` matches each key or item) with their tokens."""
+    if not path:
+        return [(tokens, node)]
+    head, rest = path[0], path[1:]
+    found = []
+    if head == "*":
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else []
+        for key, value in items:
+            found.extend(_expression_paths(value, rest, (*tokens, key)))
+    elif isinstance(node, dict) and head in node:
+        found.extend(_expression_paths(node[head], rest, (*tokens, head)))
+    return found
+
+
+def expression_problems(node: dict, fields: tuple[str, ...], prefix: tuple) -> list[Problem]:
+    problems = []
+    for field in fields:
+        for tokens, value in _expression_paths(node, field.split("."), prefix):
+            if not isinstance(value, str):
+                continue  # a literal
+            try:
+                compile_expression(value)
+            except ExpressionError as exc:
+                problems.append({"pointer": pointer(*tokens), "message": f"expression does not compile: {exc.message}"})
+    return problems
+
+
+def document_size(document: Any) -> int:
+    return len(json.dumps(document, separators=(",", ":")).encode())
+
+
+def validate_document(document: Any) -> list[Problem]:
+    """Every problem of ``document`` as {pointer, message}; an empty list means it can be saved."""
+    limit = settings.ELSA_DEFINITION_MAX_BYTES
+    size = document_size(document)
+    if size > limit:
+        return [{"pointer": "", "message": f"the document is {size} bytes; the limit is {limit} bytes"}]
+    problems = schema_problems(_document_validator(), document)
+    if not isinstance(document, dict):
+        return problems
+
+    input_schema = document.get("input_schema")
+    if isinstance(input_schema, dict):
+        try:
+            jsonschema.Draft202012Validator.check_schema(input_schema)
+        except jsonschema.SchemaError as exc:
+            problems.append(
+                {"pointer": pointer("input_schema", *exc.absolute_path), "message": "is not a valid JSON Schema"}
+            )
+
+    variables = document.get("variables") if isinstance(document.get("variables"), list) else []
+    declared: set[str] = set()
+    for index, variable in enumerate(variables):
+        name = variable.get("name") if isinstance(variable, dict) else None
+        if isinstance(name, str):
+            if name in declared:
+                problems.append({"pointer": pointer("variables", index, "name"), "message": "duplicate variable name"})
+            declared.add(name)
+
+    activities = document.get("activities") if isinstance(document.get("activities"), list) else []
+    nodes: dict[str, dict] = {}
+    for index, node in enumerate(activities):
+        if not isinstance(node, dict):
+            continue
+        activity_id, type_name = node.get("id"), node.get("type")
+        if isinstance(activity_id, str):
+            if activity_id in nodes:
+                problems.append({"pointer": pointer("activities", index, "id"), "message": "duplicate activity id"})
+            else:
+                nodes[activity_id] = node
+        if not isinstance(type_name, str):
+            continue
+        try:
+            activity = get_activity(type_name)
+        except UnknownActivityType:
+            problems.append({"pointer": pointer("activities", index, "type"), "message": "unknown activity type"})
+            continue
+        prefix = ("activities", index)
+        for field in activity.required_fields:
+            if field not in node:
+                problems.append({"pointer": pointer(*prefix, field), "message": "is required"})
+        problems.extend(expression_problems(node, activity.expression_fields, prefix))
+        try:
+            extra = activity.validate(node)
+        except Exception:  # noqa: BLE001 - a buggy plug-in validator must not turn a 400 into a 500
+            extra = [("", f"the {type_name} validator failed on this activity")]
+        for relative, message in extra:
+            problems.append({"pointer": pointer(*prefix) + relative, "message": message})
+        variable = node.get("variable")
+        if type_name == "SetVariable" and isinstance(variable, str) and variable not in declared:
+            problems.append({"pointer": pointer(*prefix, "variable"), "message": "is not declared in /variables"})
+
+    connections = document.get("connections") if isinstance(document.get("connections"), list) else []
+    targets: set[str] = set()
+    for index, connection in enumerate(connections):
+        if not isinstance(connection, dict):
+            continue
+        source, target = connection.get("source"), connection.get("target")
+        if isinstance(source, str) and source not in nodes:
+            problems.append({"pointer": pointer("connections", index, "source"), "message": "no activity has this id"})
+        if isinstance(target, str):
+            if target not in nodes:
+                problems.append(
+                    {"pointer": pointer("connections", index, "target"), "message": "no activity has this id"}
+                )
+            targets.add(target)
+        if isinstance(source, str) and source in nodes:
+            outcome = connection.get("outcome", "Done")
+            try:
+                allowed = get_activity(nodes[source].get("type")).node_outcomes(nodes[source])
+            except (UnknownActivityType, TypeError):
+                continue
+            if isinstance(outcome, str) and outcome not in allowed:
+                where = "outcome" if "outcome" in connection else "source"
+                problems.append(
+                    {
+                        "pointer": pointer("connections", index, where),
+                        "message": f"the source activity has no outcome {outcome!r} (it has: {', '.join(allowed)})",
+                    }
+                )
+
+    if nodes:
+        starts = [activity_id for activity_id in nodes if activity_id not in targets]
+        if not starts:
+            problems.append(
+                {"pointer": "/activities", "message": "no start activity: every activity has an incoming connection"}
+            )
+        elif len(starts) > 1:
+            problems.append(
+                {
+                    "pointer": "/activities",
+                    "message": "more than one start activity (activities without an incoming connection): "
+                    + ", ".join(starts[:10]),
+                }
+            )
+    return problems
+
+
+def start_activity(document: dict) -> str:
+    """The id of the one activity without an incoming connection (validated documents have exactly one)."""
+    targets = {c["target"] for c in document.get("connections", [])}
+    return next(a["id"] for a in document["activities"] if a["id"] not in targets)
+
+
+def input_problems(schema: dict | None, value: Any) -> list[Problem]:
+    """Problems of an execute input against the definition's input_schema (values never echoed)."""
+    if not schema:
+        return []
+    return schema_problems(jsonschema.Draft202012Validator(schema), value, prefix=("input",))
