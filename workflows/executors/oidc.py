@@ -1,0 +1,210 @@
+"""OIDC access tokens for executors: discovery, client-credentials / refresh / password grants, one shared cache."""
+
+import base64
+import hashlib
+import json
+import time
+import uuid
+from urllib.parse import quote, urlencode
+
+from django.conf import settings
+from django.core.cache import cache
+
+from workflows.encryption import InvalidToken, decrypt, encrypt
+from workflows.executors.client import PermanentError, TlsMaterial, TransientError, send
+from workflows.executors.models import AuthType, Executor
+
+DISCOVERY_TTL_SECONDS = 3600
+TOKEN_REQUEST_TIMEOUT = 10.0
+# Long enough for discovery plus a refresh and a password grant (timeout above each) to finish;
+# a crashed holder frees the lock by expiry.
+LOCK_TTL_SECONDS = 45
+LOCK_WAIT_SECONDS = 45.0
+
+
+class TokenError(PermanentError):
+    """The identity provider refused to issue a token (bad client, bad grant): retrying cannot help."""
+
+
+class TokenUnavailable(TransientError):
+    """No token now (provider down, or another worker's fetch did not finish in time): retry later."""
+
+
+def _fingerprint(executor: Executor, secrets: dict) -> str:
+    # Any change to issuer, client, scopes or secrets yields a new cache entry: no stale token
+    # survives a credential rotation.
+    material = json.dumps([str(executor.id), executor.auth_type, executor.auth_config, secrets], sort_keys=True)
+    return hashlib.sha256(material.encode()).hexdigest()[:32]
+
+
+def _scope(config: dict) -> str:
+    scopes = config.get("scopes") or ""
+    return " ".join(scopes) if isinstance(scopes, list) else scopes
+
+
+def _tls(executor: Executor) -> TlsMaterial:
+    # The identity provider is verified with the executor's CA bundle when one is set.
+    return TlsMaterial(ca_bundle=executor.tls_ca_bundle, cache_key=f"idp:{executor.id}:{executor.updated_at}")
+
+
+def token_endpoint(executor: Executor) -> str:
+    """The issuer's token endpoint from its discovery document (cached)."""
+    issuer = executor.auth_config["issuer"].rstrip("/")
+    key = f"executors:oidc-discovery:{hashlib.sha256(issuer.encode()).hexdigest()[:32]}"
+    endpoint = cache.get(key)
+    if endpoint:
+        return endpoint
+    response = send(
+        "GET",
+        f"{issuer}/.well-known/openid-configuration",
+        internal=executor.internal,
+        headers={"Accept": "application/json"},
+        timeout=TOKEN_REQUEST_TIMEOUT,
+        tls=_tls(executor),
+        max_bytes=256 * 1024,
+    )
+    if response.status >= 500:
+        raise TokenUnavailable(f"OIDC discovery at {issuer} answered {response.status}.")
+    document = response.body if isinstance(response.body, dict) else {}
+    endpoint = document.get("token_endpoint")
+    # The document must describe the issuer we asked, or a hijacked discovery URL could point us anywhere.
+    if response.status != 200 or document.get("issuer", "").rstrip("/") != issuer or not isinstance(endpoint, str):
+        raise TokenError(f"OIDC discovery at {issuer} did not return a valid document for this issuer.")
+    cache.set(key, endpoint, DISCOVERY_TTL_SECONDS)
+    return endpoint
+
+
+def _request_token(executor: Executor, secrets: dict, grant: dict) -> dict:
+    config = executor.auth_config
+    form = dict(grant)
+    if _scope(config):
+        form["scope"] = _scope(config)
+    if config.get("audience"):
+        form["audience"] = config["audience"]
+    headers = {"Accept": "application/json", "Content-Type": "application/x-www-form-urlencoded"}
+    client_secret = secrets.get("client_secret", "")
+    if config.get("token_endpoint_auth_method", "client_secret_basic") == "client_secret_post" or not client_secret:
+        form["client_id"] = config["client_id"]
+        if client_secret:
+            form["client_secret"] = client_secret
+    else:
+        # RFC 6749 2.3.1: both parts are form-urlencoded before the Basic encoding.
+        pair = f"{quote(config['client_id'], safe='')}:{quote(client_secret, safe='')}"
+        headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
+    response = send(
+        "POST",
+        token_endpoint(executor),
+        internal=executor.internal,
+        headers=headers,
+        content=urlencode(form).encode(),
+        timeout=TOKEN_REQUEST_TIMEOUT,
+        tls=_tls(executor),
+        max_bytes=256 * 1024,
+    )
+    body = response.body if isinstance(response.body, dict) else {}
+    if response.status >= 500 or response.status == 429:
+        raise TokenUnavailable(f"The token endpoint answered {response.status}.")
+    if response.status != 200 or not isinstance(body.get("access_token"), str):
+        # Only the provider's error code is kept: its description could echo what we sent.
+        code = body.get("error") if isinstance(body.get("error"), str) else "no access_token"
+        raise TokenError(f"The token endpoint refused the request ({response.status}, {code[:64]}).")
+    return body
+
+
+def fetch_token(executor: Executor, secrets: dict, refresh_key: str) -> dict:
+    if executor.auth_type == AuthType.OIDC_CLIENT_CREDENTIALS:
+        return _request_token(executor, secrets, {"grant_type": "client_credentials"})
+    # oidc_user: the refresh-token grant first (the latest rotated refresh token if the provider
+    # issued one), the password grant when there is none or the provider refuses it.
+    refresh_token = _cached_refresh_token(refresh_key) or secrets.get("refresh_token")
+    if refresh_token:
+        try:
+            body = _request_token(executor, secrets, {"grant_type": "refresh_token", "refresh_token": refresh_token})
+            _store_refresh_token(refresh_key, body)
+            return body
+        except TokenError:
+            if not secrets.get("password"):
+                raise
+    grant = {"grant_type": "password", "username": executor.auth_config.get("username", "")}
+    grant["password"] = secrets.get("password", "")
+    body = _request_token(executor, secrets, grant)
+    _store_refresh_token(refresh_key, body)
+    return body
+
+
+def _cached_refresh_token(key: str) -> str:
+    value = cache.get(key)
+    if not value:
+        return ""
+    try:
+        return decrypt(value)
+    except InvalidToken:
+        return ""
+
+
+def _store_refresh_token(key: str, body: dict) -> None:
+    if isinstance(body.get("refresh_token"), str):
+        cache.set(key, encrypt(body["refresh_token"]), 30 * 86400)
+
+
+def _read_cached(key: str) -> str:
+    value = cache.get(key)
+    if not value:
+        return ""
+    try:
+        # Tokens sit in the shared cache encrypted, so a Redis dump does not hand out partner access.
+        return decrypt(value)
+    except InvalidToken:
+        return ""
+
+
+def access_token(executor: Executor, secrets: dict, *, stale: str = "") -> str:
+    """A valid access token, fetched once for all workers and cached until shortly before expiry.
+
+    `stale` is a token the partner just rejected: a cached token equal to it is not reused.
+    Concurrent callers in every process share one lock in the cache (cache.add is atomic in
+    Redis), so one of them asks the provider and the others wait for the token it stores.
+    """
+    fingerprint = _fingerprint(executor, secrets)
+    key = f"executors:oidc-token:{fingerprint}"
+    lock_key = f"{key}:lock"
+    refresh_key = f"executors:oidc-refresh:{fingerprint}"
+    owner = uuid.uuid4().hex
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    while True:
+        token = _read_cached(key)
+        if token and token != stale:
+            return token
+        if cache.add(lock_key, owner, LOCK_TTL_SECONDS):
+            try:
+                token = _read_cached(key)
+                if token and token != stale:
+                    return token
+                body = fetch_token(executor, secrets, refresh_key)
+                token = body["access_token"]
+                lifetime = _lifetime(body.get("expires_in"))
+                if lifetime > 0:
+                    cache.set(key, encrypt(token), lifetime)
+                return token
+            finally:
+                if cache.get(lock_key) == owner:
+                    cache.delete(lock_key)
+        if time.monotonic() >= deadline:
+            raise TokenUnavailable("Timed out waiting for another worker's token request.")
+        # Another worker is fetching: poll for its token (bounded by the deadline above).
+        time.sleep(0.05)
+
+
+def fresh_access_token(executor: Executor, secrets: dict) -> str:
+    """A token fetched now (test connection), through the same lock, cache and rotated refresh token."""
+    fingerprint = _fingerprint(executor, secrets)
+    return access_token(executor, secrets, stale=_read_cached(f"executors:oidc-token:{fingerprint}") or "-")
+
+
+def _lifetime(expires_in) -> int:
+    try:
+        seconds = int(float(expires_in))
+    except (TypeError, ValueError):
+        seconds = 300  # a provider that does not say: assume a short life
+    margin = settings.ELSA_EXECUTOR_TOKEN_REFRESH_MARGIN_SECONDS
+    return seconds - margin if seconds > 2 * margin else seconds // 2
