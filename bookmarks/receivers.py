@@ -1,0 +1,28 @@
+"""Listeners to the engine's lifecycle hooks: a stopped instance leaves no live bookmark behind."""
+
+from django.dispatch import receiver
+
+from bookmarks.services import bookmarks_consume_resumed, bookmarks_invalidate
+from workflows.signals import instance_cancelled, instance_faulted, instance_finished, instance_resumed
+
+
+# Sent inside the engine's transaction: the invalidation and its audit events commit with the change.
+@receiver(instance_cancelled, dispatch_uid="bookmarks.invalidate_on_cancel")
+def _invalidate_on_cancel(sender, instance, actor, **kwargs):
+    bookmarks_invalidate(instance=instance, reason="instance_cancelled", actor=actor)
+
+
+@receiver(instance_finished, dispatch_uid="bookmarks.invalidate_on_finish")
+def _invalidate_on_finish(sender, instance, actor, **kwargs):
+    bookmarks_invalidate(instance=instance, reason="instance_finished", actor=actor)
+
+
+@receiver(instance_faulted, dispatch_uid="bookmarks.invalidate_on_fault")
+def _invalidate_on_fault(sender, instance, actor, **kwargs):
+    bookmarks_invalidate(instance=instance, reason="instance_faulted", actor=actor)
+
+
+@receiver(instance_resumed, dispatch_uid="bookmarks.consume_on_resume")
+def _consume_on_resume(sender, instance, actor, activity_id=None, **kwargs):
+    if activity_id:
+        bookmarks_consume_resumed(instance=instance, activity_id=activity_id, actor=actor)

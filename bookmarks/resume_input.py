@@ -1,0 +1,167 @@
+"""Resume input: read from a request (JSON, at most 1 MiB) and checked against the bookmark's JSON Schema."""
+
+import json
+
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+from rest_framework import status
+
+from elsa_site.errors import DomainError, InvalidInput
+
+MAX_INPUT_BYTES = 1024 * 1024
+MAX_REPORTED_ERRORS = 20
+
+
+class InputRejected(DomainError):
+    """The resume input was refused; counts towards the bookmark's soft block."""
+
+    reason = "input_invalid"
+
+
+class InputNotJson(InputRejected):
+    http_status = status.HTTP_415_UNSUPPORTED_MEDIA_TYPE
+    code = "unsupported_media_type"
+    reason = "input_not_json"
+
+
+class InputTooLarge(InputRejected):
+    http_status = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    code = "payload_too_large"
+    reason = "input_too_large"
+
+
+class InputMalformed(InputRejected, InvalidInput):
+    code = "invalid_input"
+    reason = "input_malformed"
+
+
+class InputSchemaViolation(InputRejected, InvalidInput):
+    code = "schema_violation"
+    reason = "input_schema_violation"
+
+
+def _max_bytes() -> int:
+    return min(MAX_INPUT_BYTES, getattr(settings, "DATA_UPLOAD_MAX_MEMORY_SIZE", None) or MAX_INPUT_BYTES)
+
+
+def _parse_object(raw: str | bytes, *, where: str) -> dict:
+    try:
+        value = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        # The message never quotes the input, nor json's error (it shows a slice of the document).
+        raise InputMalformed(f"The {where} is not valid JSON.") from exc
+    return value
+
+
+def input_from_body(request) -> dict:
+    """The `input` object of a POST body `{"input": {...}}`; an empty body means no input."""
+    declared = request.META.get("CONTENT_LENGTH") or "0"
+    if declared.isdigit() and int(declared) > _max_bytes():
+        raise InputTooLarge("The request body is over 1 MiB.")
+    try:
+        body = request.body
+    except RequestDataTooBig as exc:
+        raise InputTooLarge("The request body is over 1 MiB.") from exc
+    if len(body) > _max_bytes():
+        raise InputTooLarge("The request body is over 1 MiB.")
+    if not body.strip():
+        return {}
+    content_type = request.META.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower()
+    if content_type != "application/json" and not (
+        content_type.startswith("application/") and content_type.endswith("+json")
+    ):
+        raise InputNotJson("The request body must be application/json.")
+    document = _parse_object(body, where="request body")
+    if not isinstance(document, dict):
+        raise InputMalformed('The request body must be a JSON object like {"input": {...}}.')
+    value = document.get("input", {})
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InputMalformed("The input must be a JSON object.")
+    return value
+
+
+def body_preload(request) -> None:
+    """Read a body of at most 1 MiB into memory (Django caches it); parse nothing, refuse nothing."""
+    declared = request.META.get("CONTENT_LENGTH") or "0"
+    if declared.isdigit() and 0 < int(declared) <= _max_bytes():
+        request.body  # noqa: B018 - the read is the point: HttpRequest.body caches it
+
+
+def input_from_query(request) -> dict:
+    """The input of a GET resume: JSON in the query parameter `in` (absent means no input)."""
+    raw = request.GET.get("in")
+    if raw is None or raw == "":
+        return {}
+    if len(raw.encode()) > _max_bytes():
+        raise InputTooLarge("The input is over 1 MiB.")
+    value = _parse_object(raw, where="`in` query parameter")
+    if not isinstance(value, dict):
+        raise InputMalformed("The input must be a JSON object.")
+    return value
+
+
+def _error_message(error) -> str:
+    # Built from the schema (keyword and its schema value), never from the instance: jsonschema's
+    # own messages quote the submitted value, which may be confidential.
+    if error.validator == "required" and isinstance(error.instance, dict):
+        missing = [name for name in error.validator_value if name not in error.instance]
+        return f"missing required properties: {', '.join(map(str, missing))}"
+    if error.validator == "type":
+        return f"must be of type {error.validator_value}"
+    if error.validator in {"enum", "const"}:
+        return "is not one of the allowed values"
+    if error.validator == "additionalProperties":
+        return "has properties the schema does not allow"
+    if error.validator in {
+        "minimum",
+        "maximum",
+        "exclusiveMinimum",
+        "exclusiveMaximum",
+        "minLength",
+        "maxLength",
+        "minItems",
+        "maxItems",
+        "minProperties",
+        "maxProperties",
+        "multipleOf",
+    }:
+        return f"fails {error.validator} {error.validator_value}"
+    return f"fails the '{error.validator}' constraint"
+
+
+def _schema_pointer(path) -> str:
+    return "/" + "/".join(str(part).replace("~", "~0").replace("/", "~1") for part in path) if path else ""
+
+
+def schema_errors(schema: dict | None, value) -> list[dict]:
+    """Where `value` violates `schema`: [{"schema_path", "message"}], at most 20, never quoting the value."""
+    if not schema:
+        return []
+    validator = Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_schema_path))
+    return [
+        {"schema_path": _schema_pointer(error.absolute_schema_path), "message": _error_message(error)}
+        for error in errors[:MAX_REPORTED_ERRORS]
+    ]
+
+
+def input_validate(schema: dict | None, value) -> None:
+    """Raise InputSchemaViolation (400) listing the schema errors when `value` does not conform."""
+    errors = schema_errors(schema, value)
+    if errors:
+        raise InputSchemaViolation("The input does not match the bookmark's input schema.", details=errors)
+
+
+def schema_problems(schema) -> list[str]:
+    """Why `schema` is not a usable JSON Schema (for definition validation); empty when it is."""
+    if not isinstance(schema, dict):
+        return ["must be a JSON Schema object"]
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        return [f"is not a valid JSON Schema ({exc.validator} at {_schema_pointer(exc.absolute_schema_path)})"]
+    return []

@@ -1,0 +1,137 @@
+"""/elsa/approve: strict CSP, shows only what is approved, GET never consumes, CSRF-protected decision."""
+
+import re
+
+import pytest
+from django.test import Client
+
+from audit.models import AuditEvent
+from bookmarks.services import bookmark_revoke
+from tests.bookmarks.factories import OPERATOR, approval_document, run_in_process, suspended, token_for
+
+pytestmark = pytest.mark.django_db
+
+CSRF_FIELD = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
+
+
+def page(token: str) -> str:
+    return f"/elsa/approve?t={token}"
+
+
+def csrf_client() -> Client:
+    return Client(enforce_csrf_checks=True)
+
+
+def open_page(client: Client, token: str):
+    response = client.get(page(token))
+    match = CSRF_FIELD.search(response.content.decode())
+    return response, (match.group(1) if match else None)
+
+
+def test_page_shows_workflow_activity_and_expiry_under_a_strict_csp():
+    instance, bookmark = suspended(approval_document(name="purchase-approval"), {"amount": 987654})
+    client = csrf_client()
+    response, csrf = open_page(client, token_for(bookmark).token)
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "purchase-approval" in html
+    assert "approve" in html
+    assert bookmark.expires_at.strftime("%Y-%m-%d %H:%M") in html
+    # No variables, input or outputs on the page.
+    assert "987654" not in html
+    csp = response["Content-Security-Policy"]
+    assert "default-src 'none'" in csp
+    assert "form-action 'self'" in csp
+    assert "frame-ancestors 'none'" in csp
+    nonce = re.search(r"'nonce-([^']+)'", csp).group(1)
+    assert f'<style nonce="{nonce}">' in html
+    assert "<script" not in html
+    assert response["Referrer-Policy"] == "no-referrer"
+    assert "no-store" in response["Cache-Control"]
+    assert csrf
+
+
+def test_opening_the_page_never_consumes_the_bookmark():
+    instance, bookmark = suspended()
+    issued = token_for(bookmark)
+    client = csrf_client()
+    for _ in range(3):  # a mail scanner prefetching the link, then the human
+        assert client.get(page(issued.token)).status_code == 200
+    bookmark.refresh_from_db()
+    assert bookmark.status == "active" and bookmark.resume_count == 0
+    assert not AuditEvent.objects.filter(event_type="bookmark.resume").exists()
+
+
+def test_approving_resumes_with_approved_true():
+    instance, bookmark = suspended()
+    issued = token_for(bookmark)
+    client = csrf_client()
+    _, csrf = open_page(client, issued.token)
+    response = client.post(page(issued.token), {"decision": "approve", "csrfmiddlewaretoken": csrf})
+    assert response.status_code == 200, response.content
+    assert "approved" in response.content.decode()
+    assert run_in_process(instance).outputs["approve"] == {"approved": True}
+    event = AuditEvent.objects.filter(event_type="bookmark.resume").latest("id")
+    assert event.result == "success" and event.context["channel"] == "approval-page"
+
+
+def test_rejecting_resumes_with_approved_false():
+    instance, bookmark = suspended()
+    issued = token_for(bookmark)
+    client = csrf_client()
+    _, csrf = open_page(client, issued.token)
+    assert client.post(page(issued.token), {"decision": "reject", "csrfmiddlewaretoken": csrf}).status_code == 200
+    assert run_in_process(instance).outputs["approve"] == {"approved": False}
+
+
+def test_a_decision_without_the_csrf_token_is_refused():
+    instance, bookmark = suspended()
+    issued = token_for(bookmark)
+    client = csrf_client()
+    client.get(page(issued.token))
+    assert client.post(page(issued.token), {"decision": "approve"}).status_code == 403
+    bookmark.refresh_from_db()
+    assert bookmark.status == "active"
+
+
+def test_a_second_decision_is_refused_as_no_longer_open():
+    instance, bookmark = suspended()
+    issued = token_for(bookmark)
+    client = csrf_client()
+    _, csrf = open_page(client, issued.token)
+    assert client.post(page(issued.token), {"decision": "approve", "csrfmiddlewaretoken": csrf}).status_code == 200
+    again = client.post(page(issued.token), {"decision": "reject", "csrfmiddlewaretoken": csrf})
+    assert again.status_code == 404
+    assert client.get(page(issued.token)).status_code == 404
+
+
+def test_an_unknown_decision_is_400():
+    instance, bookmark = suspended()
+    issued = token_for(bookmark)
+    client = csrf_client()
+    _, csrf = open_page(client, issued.token)
+    assert client.post(page(issued.token), {"decision": "maybe", "csrfmiddlewaretoken": csrf}).status_code == 400
+
+
+@pytest.mark.parametrize("token", ["", "garbage"])
+def test_bad_links_show_an_error_page_without_a_form(token):
+    response = csrf_client().get(page(token))
+    assert response.status_code == 400
+    assert "csrfmiddlewaretoken" not in response.content.decode()
+    assert "default-src 'none'" in response["Content-Security-Policy"]
+
+
+def test_revoked_links_show_no_longer_open():
+    instance, bookmark = suspended()
+    issued = token_for(bookmark)
+    bookmark_revoke(bookmark=bookmark, actor=OPERATOR)
+    response = csrf_client().get(page(issued.token))
+    assert response.status_code == 404
+    assert "csrfmiddlewaretoken" not in response.content.decode()
+
+
+def test_the_page_is_rate_limited_per_client_ip(settings):
+    settings.ELSA_RESUME_RATE = "2/d"  # day window: no boundary inside the test
+    client = csrf_client()
+    statuses = [client.get(page("garbage"), REMOTE_ADDR="10.77.0.1").status_code for _ in range(3)]
+    assert statuses == [400, 400, 429]
