@@ -5,16 +5,19 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from elsa_site import health
+from elsa_site.metrics import MetricsView
 
 urlpatterns = [
     path("health/live", health.live, name="health-live"),
     path("health/ready", health.ready, name="health-ready"),
+    path("metrics", MetricsView.as_view(), name="metrics"),
     path("admin/", admin.site.urls),
     path("elsa/api/schema", SpectacularAPIView.as_view(), name="api-schema"),
     path("elsa/api/docs", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("elsa/api/identity/", include("identity.urls")),
     path("elsa/api/", include("audit.urls")),
     path("elsa/api/", include("workflows.urls")),
+    path("elsa/api/", include("workflows.executors.urls")),
     path("elsa/api/", include("bookmarks.urls")),
     path("", include("bookmarks.pages")),
 ]

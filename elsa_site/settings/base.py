@@ -4,6 +4,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+from corsheaders.defaults import default_headers as cors_default_headers
 
 from elsa_site.keys import load_secret
 
@@ -53,11 +54,13 @@ INSTALLED_APPS = [
     "audit",
     "identity",
     "workflows",
+    "workflows.executors",
     "bookmarks",
 ]
 
 MIDDLEWARE = [
     "elsa_site.logging.RequestIdMiddleware",
+    "elsa_site.metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
@@ -159,11 +162,18 @@ CORS_ALLOW_ALL_ORIGINS = False
 CORS_URLS_REGEX = r"^/elsa/api/.*$"
 CORS_ALLOW_CREDENTIALS = env.bool("ELSA_CORS_ALLOW_CREDENTIALS", default=False)
 CORS_PREFLIGHT_MAX_AGE = 86400
+# Browsers on an allowed origin may send API keys and idempotency keys as well as the defaults.
+CORS_ALLOW_HEADERS = (*cors_default_headers, "x-api-key", "idempotency-key", "x-request-id")
 
 # --- REST framework --------------------------------------------------------------------------
 REST_FRAMEWORK = {
     # The identity app lists its authentication classes here (JWT, API key, external OIDC).
-    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "identity.authentication.JwtAuthentication",
+        "identity.authentication.OidcAuthentication",
+        "identity.authentication.ApiKeyAuthentication",
+        "identity.authentication.PrincipalSessionAuthentication",
+    ],
     # Deny by default: every view must declare HasPermission(...) or be on the anonymous allowlist.
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
@@ -181,6 +191,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "SCHEMA_PATH_PREFIX": "/elsa/api/",
+    # Three models have a `status` field with different choices; name each enum in the schema.
+    "ENUM_NAME_OVERRIDES": {
+        "WorkflowInstanceStatusEnum": "workflows.models.InstanceStatus",
+        "DefinitionVersionStatusEnum": "workflows.models.WorkflowDefinitionVersion.Status",
+        "ActivityExecutionStatusEnum": "workflows.models.ActivityExecution.Status",
+    },
 }
 
 # --- Celery ----------------------------------------------------------------------------------
@@ -205,7 +221,22 @@ CELERY_BROKER_TRANSPORT_OPTIONS = (
     else {}
 )
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
-CELERY_BEAT_SCHEDULE: dict = {}
+CELERY_BEAT_SCHEDULE: dict = {
+    # Sign the audit chain head every minute (a cut tail or rewritten table then fails verification).
+    "audit-checkpoint": {
+        "task": "audit.checkpoint",
+        "schedule": env.float("ELSA_AUDIT_CHECKPOINT_INTERVAL_SECONDS", default=60.0),
+    },
+    # Fire workflow timers lost in a restart and re-enqueue stalled Running instances.
+    "workflows-sweep": {"task": "workflows.sweep", "schedule": env.float("ELSA_WORKFLOW_SWEEP_SECONDS", default=15.0)},
+    # Mark expired bookmarks, apply their on_expiry policy, prune expired token denylist rows.
+    "bookmarks-expire": {
+        "task": "bookmarks.expire_due",
+        "schedule": env.float("ELSA_BOOKMARK_EXPIRY_INTERVAL_SECONDS", default=60.0),
+    },
+    # Delete expired outstanding/blacklisted refresh-token rows (they can no longer be used anyway).
+    "identity-flush-expired-tokens": {"task": "identity.flush_expired_tokens", "schedule": 3600.0},
+}
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
 # --- Logging: one JSON object per line, sensitive values redacted -------------------------------
@@ -228,6 +259,9 @@ LOGGING = {
     "loggers": {
         "django.server": {"level": "WARNING"},
         "celery": {"level": "INFO"},
+        # httpx logs full request URLs at INFO, and an executor may carry its API key in the query.
+        "httpx": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
     },
 }
 
@@ -248,6 +282,16 @@ ELSA_OIDC_ISSUERS = env.json("ELSA_OIDC_ISSUERS", default=[])
 # JSON object mapping an external role, group or scope to a list of permission strings.
 ELSA_OIDC_PERMISSION_MAP = env.json("ELSA_OIDC_PERMISSION_MAP", default={})
 ELSA_LOGIN_RATE = env.str("ELSA_LOGIN_RATE", default="10/m")
+# Process-local verification cache of API keys and token principals: entries live this long while
+# invalidations arrive by push (Redis pub/sub), and at most the fallback time while they cannot.
+ELSA_IDENTITY_CACHE_SECONDS = env.float("ELSA_IDENTITY_CACHE_SECONDS", default=300.0)
+ELSA_IDENTITY_CACHE_FALLBACK_SECONDS = env.float("ELSA_IDENTITY_CACHE_FALLBACK_SECONDS", default=1.0)
+# Redis for identity invalidations; defaults to CACHE_URL when that is Redis.
+ELSA_IDENTITY_REDIS_URL = env.str("ELSA_IDENTITY_REDIS_URL", default="")
+ELSA_OIDC_JWKS_CACHE_SECONDS = env.int("ELSA_OIDC_JWKS_CACHE_SECONDS", default=3600)
+# An unknown `kid` triggers at most one JWKS refetch per issuer in this many seconds.
+ELSA_OIDC_JWKS_REFETCH_SECONDS = env.float("ELSA_OIDC_JWKS_REFETCH_SECONDS", default=30.0)
+ELSA_OIDC_LEEWAY_SECONDS = env.int("ELSA_OIDC_LEEWAY_SECONDS", default=30)
 
 SIMPLE_JWT = {
     "ACCESS_TOKEN_LIFETIME": ELSA_ACCESS_TOKEN_LIFETIME,
@@ -268,6 +312,15 @@ SIMPLE_JWT = {
 # --- Workflows ------------------------------------------------------------------------------
 ELSA_WORKFLOW_MAX_STEPS = env.int("ELSA_WORKFLOW_MAX_STEPS", default=1000)
 ELSA_DEFINITION_MAX_BYTES = env.int("ELSA_DEFINITION_MAX_BYTES", default=256 * 1024)
+# Bounded CEL cost: source length and number of comprehension macros (map/filter/all/exists).
+ELSA_EXPRESSION_MAX_LENGTH = env.int("ELSA_EXPRESSION_MAX_LENGTH", default=2000)
+ELSA_EXPRESSION_MAX_COMPREHENSIONS = env.int("ELSA_EXPRESSION_MAX_COMPREHENSIONS", default=2)
+# A Running instance not updated for this long is re-enqueued by the stalled-instance sweep.
+ELSA_WORKFLOW_STALL_SECONDS = env.int("ELSA_WORKFLOW_STALL_SECONDS", default=120)
+# Queue for the engine's run and timer tasks; empty means CELERY_TASK_DEFAULT_QUEUE.
+ELSA_WORKFLOW_QUEUE = env.str("ELSA_WORKFLOW_QUEUE", default="")
+# Longest accepted Delay (seconds); longer timers are refused at run time with a fault.
+ELSA_WORKFLOW_MAX_DELAY_SECONDS = env.int("ELSA_WORKFLOW_MAX_DELAY_SECONDS", default=366 * 86400)
 EMAIL_BACKEND = env.str("ELSA_EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
 EMAIL_HOST = env.str("ELSA_EMAIL_HOST", default="localhost")
 EMAIL_PORT = env.int("ELSA_EMAIL_PORT", default=25)
@@ -279,6 +332,14 @@ ELSA_EXECUTOR_RETRY_JITTER = env.float("ELSA_EXECUTOR_RETRY_JITTER", default=0.1
 ELSA_BREAKER_FAIL_MAX = env.int("ELSA_BREAKER_FAIL_MAX", default=5)
 ELSA_BREAKER_RESET_SECONDS = env.int("ELSA_BREAKER_RESET_SECONDS", default=30)
 ELSA_BREAKER_HALF_OPEN_PROBES = env.int("ELSA_BREAKER_HALF_OPEN_PROBES", default=1)
+# Backoff unit: retries wait base * 1, 2, 4, 8 s (+/- jitter); 5 attempts in all.
+ELSA_EXECUTOR_RETRY_BASE_SECONDS = env.float("ELSA_EXECUTOR_RETRY_BASE_SECONDS", default=1.0)
+ELSA_EXECUTOR_MAX_ATTEMPTS = env.int("ELSA_EXECUTOR_MAX_ATTEMPTS", default=5)
+# A Retry-After longer than this is capped (a partner cannot park an instance for days).
+ELSA_EXECUTOR_RETRY_AFTER_MAX_SECONDS = env.float("ELSA_EXECUTOR_RETRY_AFTER_MAX_SECONDS", default=300.0)
+ELSA_EXECUTOR_RESPONSE_MAX_BYTES = env.int("ELSA_EXECUTOR_RESPONSE_MAX_BYTES", default=1024 * 1024)
+# OIDC access tokens are refreshed this long before they expire.
+ELSA_EXECUTOR_TOKEN_REFRESH_MARGIN_SECONDS = env.int("ELSA_EXECUTOR_TOKEN_REFRESH_MARGIN_SECONDS", default=30)
 
 # --- Bookmarks ------------------------------------------------------------------------------
 ELSA_BOOKMARK_DEFAULT_TTL_SECONDS = env.int("ELSA_BOOKMARK_DEFAULT_TTL_SECONDS", default=86400)
@@ -287,8 +348,6 @@ ELSA_RESUME_MAX_FAILURES = env.int("ELSA_RESUME_MAX_FAILURES", default=3)
 ELSA_RESUME_ALLOW_GET = env.bool("ELSA_RESUME_ALLOW_GET", default=True)
 # Upper bound for any bookmark or minted token lifetime (30 days by default).
 ELSA_BOOKMARK_MAX_TTL_SECONDS = env.int("ELSA_BOOKMARK_MAX_TTL_SECONDS", default=30 * 86400)
-# How often the scheduler marks expired bookmarks and applies their on_expiry policy.
-ELSA_BOOKMARK_EXPIRY_INTERVAL_SECONDS = env.int("ELSA_BOOKMARK_EXPIRY_INTERVAL_SECONDS", default=60)
 
 RATELIMIT_USE_CACHE = "default"
 RATELIMIT_VIEW = "elsa_site.errors.ratelimited_view"

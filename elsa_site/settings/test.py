@@ -60,8 +60,9 @@ if REDIS_AVAILABLE:
     }
     CACHE_IS_SHARED = True
     SILENCED_SYSTEM_CHECKS = []
-    CELERY_BROKER_URL = REDIS_URL
-    CELERY_RESULT_BACKEND = REDIS_URL
+    # The broker gets its own Redis database: a test that clears the cache must not drop queued tasks.
+    CELERY_BROKER_URL = f"redis://{REDIS_HOST}:{REDIS_PORT}/{(TEST_REDIS_DB + 8) % 16}"
+    CELERY_RESULT_BACKEND = CELERY_BROKER_URL
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "elsa-test"}}
     CELERY_BROKER_URL = "memory://"
