@@ -321,7 +321,13 @@ ELSA_WORKFLOW_STALL_SECONDS = env.int("ELSA_WORKFLOW_STALL_SECONDS", default=120
 ELSA_WORKFLOW_QUEUE = env.str("ELSA_WORKFLOW_QUEUE", default="")
 # Longest accepted Delay (seconds); longer timers are refused at run time with a fault.
 ELSA_WORKFLOW_MAX_DELAY_SECONDS = env.int("ELSA_WORKFLOW_MAX_DELAY_SECONDS", default=366 * 86400)
-EMAIL_BACKEND = env.str("ELSA_EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
+# Development mail goes to files under var/mail/, not the console: approval mails carry resume
+# tokens, and the console backend would print them into the process log.
+EMAIL_BACKEND = env.str("ELSA_EMAIL_BACKEND", default="django.core.mail.backends.filebased.EmailBackend")
+EMAIL_FILE_PATH = env.str("ELSA_EMAIL_FILE_PATH", default=str(VAR_DIR / "mail"))
+EMAIL_USE_TLS = env.bool("ELSA_EMAIL_USE_TLS", default=False)
+EMAIL_HOST_USER = env.str("ELSA_EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env.str("ELSA_EMAIL_HOST_PASSWORD", default="")
 EMAIL_HOST = env.str("ELSA_EMAIL_HOST", default="localhost")
 EMAIL_PORT = env.int("ELSA_EMAIL_PORT", default=25)
 DEFAULT_FROM_EMAIL = env.str("ELSA_DEFAULT_FROM_EMAIL", default="elsa@localhost")
