@@ -106,17 +106,7 @@ class WorkflowDefinitionAdmin(AuditedModelAdmin):
 
 class ExecutionInline(admin.TabularInline):
     model = ActivityExecution
-    fields = [
-        "activity_id",
-        "activity_type",
-        "status",
-        "attempt",
-        "started_at",
-        "finished_at",
-        "outcome",
-        "output",
-        "error",
-    ]
+    fields = list(ActivityExecution.RECORD_FIELDS)
     readonly_fields = fields
     extra = 0
     can_delete = False

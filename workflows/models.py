@@ -161,6 +161,19 @@ class ActivityExecution(models.Model):
     output = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True, default="")
 
+    # What an execution record shows: the API, the admin and the runtime's bulk insert use this list.
+    RECORD_FIELDS = (
+        "activity_id",
+        "activity_type",
+        "status",
+        "attempt",
+        "started_at",
+        "finished_at",
+        "outcome",
+        "output",
+        "error",
+    )
+
     class Meta:
         ordering = ["started_at", "id"]
         indexes = [models.Index(fields=["instance", "activity_id"], name="wf_execution_activity_idx")]

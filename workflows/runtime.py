@@ -157,17 +157,7 @@ _MUTABLE = (
     "fault_activity_id",
 )
 _JSON = {"variables", "secret_variables", "outputs", "state"}
-_EXECUTION_COLUMNS = (
-    "activity_id",
-    "activity_type",
-    "status",
-    "attempt",
-    "started_at",
-    "finished_at",
-    "outcome",
-    "output",
-    "error",
-)
+_EXECUTION_COLUMNS = ActivityExecution.RECORD_FIELDS
 # One round trip per step on PostgreSQL: the fenced update of the run state and the insert of the
 # ActivityExecution record, which only happens when the update matched (same revision).
 _SET = ", ".join(f"{c} = %s::jsonb" if c in _JSON else f"{c} = %s" for c in _MUTABLE)

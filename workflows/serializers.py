@@ -122,15 +122,4 @@ class InstanceDetailSerializer(InstanceSerializer):
 class ActivityExecutionSerializer(serializers.ModelSerializer):
     class Meta:
         model = ActivityExecution
-        fields = [
-            "id",
-            "activity_id",
-            "activity_type",
-            "status",
-            "attempt",
-            "started_at",
-            "finished_at",
-            "outcome",
-            "output",
-            "error",
-        ]
+        fields = ["id", *ActivityExecution.RECORD_FIELDS]
