@@ -6,7 +6,7 @@ import json
 import math
 import re
 from datetime import UTC, datetime
-from json.encoder import c_make_encoder, encode_basestring_ascii
+from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 
 from django.core.serializers.json import DjangoJSONEncoder
 

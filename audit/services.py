@@ -124,7 +124,9 @@ def _append_postgresql(fields: dict) -> AuditEvent:
     with connection.wrap_database_errors, psycopg.ClientCursor(connection.connection) as cursor:
         cursor.execute(_PG_LOCK_AND_APPEND, params)
         cursor.nextset()
-        event_id, timestamp, previous_hash, digest = cursor.fetchone()
+        row = cursor.fetchone()
+        assert row is not None  # INSERT ... RETURNING always returns the row
+        event_id, timestamp, previous_hash, digest = row
     event = AuditEvent(**fields, id=event_id, timestamp=timestamp, previous_hash=previous_hash, hash=digest)
     event._state.adding = False  # it is stored: a later save() is an update, which is refused
     event._state.db = connection.alias

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterable
 from contextlib import closing
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from json.encoder import encode_basestring_ascii
 
 from django.conf import settings
@@ -27,7 +28,7 @@ from audit.models import AuditCheckpoint, AuditEvent
 CHUNK_SIZE = 5000
 
 
-_scan_json = json.JSONDecoder().scan_once
+_scan_json = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
 
 def _parse_json(text: str):
@@ -67,7 +68,7 @@ class Anchors:
         return max(self.hashes, default=0)
 
 
-def load_anchors(checkpoints: Iterable[tuple[int, str, object, str]], *, key: str | None = None) -> Anchors:
+def load_anchors(checkpoints: Iterable[tuple[int, str, datetime, str]], *, key: str | None = None) -> Anchors:
     """Check each checkpoint's HMAC; (event_id, event_hash, created, signature) tuples."""
     key = settings.ELSA_AUDIT_CHECKPOINT_KEY if key is None else key
     hashes: dict[int, str] = {}

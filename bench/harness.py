@@ -179,8 +179,11 @@ class Harness:
             text=True,
             check=True,
         ).stdout
-        rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-        total = int(re.search(r"(\d+) requests in", out).group(1))
+        rps_match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+        total_match = re.search(r"(\d+) requests in", out)
+        if rps_match is None or total_match is None:
+            raise RuntimeError(f"wrk printed no rate:\n{out}")
+        rps, total = float(rps_match.group(1)), int(total_match.group(1))
         non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
         return {"rps": rps, "non_2xx": int(non_2xx.group(1)) if non_2xx else 0, "total": total}
 

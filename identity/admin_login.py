@@ -39,7 +39,7 @@ def protect_admin_login(site) -> None:
             return ratelimited_view(request)
         return original(request, extra_context)
 
-    login.elsa_protected = True
+    login.elsa_protected = True  # type: ignore[attr-defined]
     site.login = login
 
 

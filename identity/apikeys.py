@@ -113,6 +113,8 @@ _last_used_lock = threading.Lock()
 
 
 def _touch(verified: VerifiedKey) -> None:
+    if verified.key_pk is None:  # configuration-file keys have no row to stamp
+        return
     now = time.monotonic()
     with _last_used_lock:
         if now - _last_used.get(verified.key_pk, -LAST_USED_WRITE_INTERVAL) < LAST_USED_WRITE_INTERVAL:

@@ -79,9 +79,10 @@ def _signing_key(config: dict, kid: str) -> jwt.PyJWK | None:
                 key_set = _fetch(config)
                 _key_sets[issuer] = key_set
             except (OSError, ValueError):
+                # Keep serving the last good key set, if any, while the issuer is unreachable.
                 logger.warning("could not fetch the JWKS of an OIDC issuer", extra={"issuer": issuer})
-                if key_set is None:
-                    return None
+        if key_set is None:
+            return None
         return key_set.keys.get(kid)
 
 

@@ -243,7 +243,7 @@ def role_create(*, name: str, permissions: list[str], description: str = "", act
 
 @transaction.atomic
 def role_update(*, role: Role, actor: Actor, **changes) -> Role:
-    changed = []
+    changed: list[str] = []
     if "name" in changes and changes["name"] != role.name:
         _unique_name(Role, "name", changes["name"], exclude_pk=role.pk)
         role.name = changes["name"]
@@ -313,7 +313,7 @@ def user_create(*, username: str, password: str, email: str = "", roles: list[st
 
 @transaction.atomic
 def user_update(*, user: User, actor: Actor, **changes) -> User:
-    changed = []
+    changed: list[str] = []
     for field in ("email", "is_active", "first_name", "last_name"):
         if field in changes:
             setattr(user, field, changes[field])
@@ -444,7 +444,7 @@ def application_set_enabled(*, application: Application, enabled: bool, actor: A
 
 @transaction.atomic
 def application_update(*, application: Application, actor: Actor, **changes) -> Application:
-    changed = []
+    changed: list[str] = []
     if "name" in changes and changes["name"] != application.name:
         _unique_name(Application, "name", changes["name"], exclude_pk=application.pk)
         application.name = changes["name"]

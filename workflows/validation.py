@@ -163,7 +163,8 @@ def validate_document(document: Any) -> list[Problem]:
                 {"pointer": pointer("input_schema", *exc.absolute_path), "message": "is not a valid JSON Schema"}
             )
 
-    variables = document.get("variables") if isinstance(document.get("variables"), list) else []
+    raw_variables = document.get("variables")
+    variables: list = raw_variables if isinstance(raw_variables, list) else []
     declared: set[str] = set()
     for index, variable in enumerate(variables):
         name = variable.get("name") if isinstance(variable, dict) else None
@@ -172,7 +173,8 @@ def validate_document(document: Any) -> list[Problem]:
                 problems.append({"pointer": pointer("variables", index, "name"), "message": "duplicate variable name"})
             declared.add(name)
 
-    activities = document.get("activities") if isinstance(document.get("activities"), list) else []
+    raw_activities = document.get("activities")
+    activities: list = raw_activities if isinstance(raw_activities, list) else []
     nodes: dict[str, dict] = {}
     for index, node in enumerate(activities):
         if not isinstance(node, dict):
@@ -205,7 +207,8 @@ def validate_document(document: Any) -> list[Problem]:
         if type_name == "SetVariable" and isinstance(variable, str) and variable not in declared:
             problems.append({"pointer": pointer(*prefix, "variable"), "message": "is not declared in /variables"})
 
-    connections = document.get("connections") if isinstance(document.get("connections"), list) else []
+    raw_connections = document.get("connections")
+    connections: list = raw_connections if isinstance(raw_connections, list) else []
     targets: set[str] = set()
     for index, connection in enumerate(connections):
         if not isinstance(connection, dict):
@@ -222,7 +225,7 @@ def validate_document(document: Any) -> list[Problem]:
         if isinstance(source, str) and source in nodes:
             outcome = connection.get("outcome", "Done")
             try:
-                allowed = get_activity(nodes[source].get("type")).node_outcomes(nodes[source])
+                allowed = get_activity(str(nodes[source].get("type"))).node_outcomes(nodes[source])
             except (UnknownActivityType, TypeError):
                 continue
             if isinstance(outcome, str) and outcome not in allowed:

@@ -68,12 +68,13 @@ def _run_writers(h, code: str, args: list[str], env: dict | None = None) -> floa
     try:
         # Start the clock only when every process is loaded and connected.
         for writer in writers:
+            assert writer.stdout is not None and writer.stdin is not None  # both are pipes
             if writer.stdout.readline().strip() != "ready":
                 raise RuntimeError("a writer failed to start")
         started = time.perf_counter()
         for writer in writers:
-            writer.stdin.write("go\n")
-            writer.stdin.flush()
+            writer.stdin.write("go\n")  # type: ignore[union-attr]  # a pipe, checked above
+            writer.stdin.flush()  # type: ignore[union-attr]
         for writer in writers:
             if writer.wait(timeout=600) != 0:
                 raise RuntimeError("a writer failed")

@@ -42,7 +42,7 @@ class HttpRequest(Activity):
         executor = executor_get_by_name(node["executor"])
         if executor is None:
             return Fault(f"Executor '{node['executor']}' does not exist.")
-        values = {}
+        values: dict[str, dict] = {}
         for name in ("path_params", "query", "headers"):
             values[name] = {key: ctx.evaluate(expr) for key, expr in (node.get(name) or {}).items()}
         body = ctx.evaluate(node["body"]) if "body" in node else None
@@ -55,7 +55,9 @@ class HttpRequest(Activity):
                 attempt=ctx.attempt,
                 actor=ctx.actor,
                 context={"instance_id": str(ctx.instance.pk), "activity_id": ctx.activity_id},
-                **values,
+                path_params=values["path_params"],
+                query=values["query"],
+                headers=values["headers"],
             )
         except CircuitOpenError as exc:
             # Fail at once, without a request: the fault names the open circuit, and the instance
@@ -78,16 +80,18 @@ class HttpRequest(Activity):
                 return Reschedule(delay, reason=f"attempt {ctx.attempt + 1} of {max_attempts}: {result.error}")
             if result.status is None:
                 return Fault(f"Calling '{executor.name}' failed after {max_attempts} attempts: {result.error}")
+        status = result.status
+        assert status is not None  # only a transient failure has no status, and it returned above
         output = {
-            "status": result.status,
+            "status": status,
             "headers": result.headers,
             "body": result.body,
         }
         if result.body_too_large:
             output["body_too_large"] = True
-        if 200 <= result.status < 300:
+        if 200 <= status < 300:
             return Done("Success", output)
-        if result.status >= 500:
+        if status >= 500:
             return Done("ServerError", output)
         # 4xx and the rare 1xx/3xx the client cannot act on (cross-host redirects are refused earlier).
         return Done("ClientError", output)

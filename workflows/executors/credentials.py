@@ -2,6 +2,7 @@
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 from elsa_site.errors import InvalidInput
 from workflows.encryption import InvalidToken, decrypt, encrypt
@@ -20,7 +21,8 @@ class AuthSchema:
     required: tuple[str, ...]
 
 
-SCHEMAS: dict[str, AuthSchema] = {
+# Keyed by AuthType members, which are str values: lookups by the plain string work too.
+SCHEMAS: dict[Any, AuthSchema] = {
     AuthType.NONE: AuthSchema(public=(), secret=(), required=()),
     AuthType.API_KEY: AuthSchema(public=("header", "prefix", "query_param"), secret=("key",), required=("key",)),
     AuthType.BEARER: AuthSchema(public=(), secret=("token",), required=("token",)),

@@ -106,7 +106,7 @@ def _request_token(executor: Executor, secrets: dict, grant: dict) -> dict:
         raise TokenUnavailable(f"The token endpoint answered {response.status}.")
     if response.status != 200 or not isinstance(body.get("access_token"), str):
         # Only the provider's error code is kept: its description could echo what we sent.
-        code = body.get("error") if isinstance(body.get("error"), str) else "no access_token"
+        code = str(body["error"]) if isinstance(body.get("error"), str) else "no access_token"
         raise TokenError(f"The token endpoint refused the request ({response.status}, {code[:64]}).")
     return body
 

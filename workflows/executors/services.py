@@ -150,7 +150,7 @@ def clean_executor_data(data: dict, current: Executor | None) -> dict:
             raise InvalidInput("authentication must be an object {type, config}.")
         auth_type = authentication.get("type", AuthType.NONE)
         same_type = current is not None and current.auth_type == auth_type
-        current_secrets = _readable_secrets(current) if same_type else None
+        current_secrets = _readable_secrets(current) if current is not None and same_type else None
         public, secrets = split_config(auth_type, authentication.get("config") or {}, current_secrets=current_secrets)
         if public.get("issuer"):
             require_secure_scheme(public["issuer"])

@@ -85,7 +85,7 @@ def resolve_target(host: str, port: int, *, internal: bool) -> str:
         raise OutboundRefused(f"The host {host} could not be resolved.") from exc
     addresses = []
     for info in infos:
-        ip = ipaddress.ip_address(info[4][0].split("%", 1)[0])
+        ip = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
         refusal = address_refusal(ip, internal=internal)
         if refusal:
             raise OutboundRefused(f"The host {host} resolves to {refusal}; calls there are refused.")
