@@ -36,10 +36,11 @@ DROP FUNCTION IF EXISTS audit_refuse_change();
 
 
 def _is_test_database(connection) -> bool:
-    # pytest-django / Django's test runner: the database in use is the configured TEST name.
-    settings_dict = connection.settings_dict
-    test_name = (settings_dict.get("TEST") or {}).get("NAME")
-    return settings_dict["NAME"] == test_name or settings_dict["NAME"].startswith("test_")
+    # Only the test settings module sets this flag: a production database is never opened to
+    # TRUNCATE by its name happening to look like a test database's.
+    from django.conf import settings
+
+    return bool(getattr(settings, "ELSA_AUDIT_TEST_DATABASE", False))
 
 
 def add_triggers(apps, schema_editor):

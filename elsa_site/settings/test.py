@@ -85,3 +85,5 @@ if os.environ.get("ELSA_TEST_EMAIL_DIR"):
 else:
     EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 WHITENOISE_AUTOREFRESH = True
+# Test databases let Django's transactional tests TRUNCATE audit tables (audit migration 0001).
+ELSA_AUDIT_TEST_DATABASE = True
