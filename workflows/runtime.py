@@ -4,12 +4,13 @@ import datetime as dt
 import json
 import logging
 import uuid
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from audit.actors import Actor
@@ -270,8 +271,37 @@ def _run_lock_key(instance_id) -> int:
     return int.from_bytes(uuid.UUID(str(instance_id)).bytes[:8], "big", signed=True)
 
 
-def _try_run_lock(instance_id) -> bool:
-    """Take this instance's run lock for the session; False when another worker is running it.
+_INSTANCE_FIELDS = WorkflowInstance._meta.concrete_fields
+# Two statements sent as one query (one round trip): take the run lock, then read the instance.
+# In READ COMMITTED each statement takes its own snapshot, so the read, which starts only after
+# the lock was granted, sees every step the previous holder committed before it unlocked.
+# Built from the model's own column names; both values are query parameters.
+_INSTANCE_SELECT = ", ".join(f'"{f.column}"' for f in _INSTANCE_FIELDS)
+_PG_LOCK_AND_LOAD = (
+    f"SELECT pg_try_advisory_lock(%s); SELECT {_INSTANCE_SELECT} "  # noqa: S608
+    f"FROM {WorkflowInstance._meta.db_table} WHERE id = %s"
+)
+_converters: list | None = None
+
+
+def _instance_from_row(row: tuple) -> WorkflowInstance:
+    """A WorkflowInstance from a row of _PG_LOCK_AND_LOAD, converted as the ORM converts it."""
+    global _converters
+    if _converters is None:
+        columns = [f.get_col(WorkflowInstance._meta.db_table) for f in _INSTANCE_FIELDS]
+        _converters = [
+            (col, connection.ops.get_db_converters(col) + col.get_db_converters(connection)) for col in columns
+        ]
+    values = []
+    for value, (col, converters) in zip(row, _converters, strict=True):
+        for convert in converters:
+            value = convert(value, col, connection)
+        values.append(value)
+    return WorkflowInstance.from_db(connection.alias, [f.attname for f in _INSTANCE_FIELDS], values)
+
+
+def _lock_and_load(instance_id) -> tuple[bool, WorkflowInstance | None]:
+    """Take the instance's run lock for the session and read the instance; (False, None) if another worker has it.
 
     A PostgreSQL session advisory lock works across hosts and is released by the server when the
     holder's connection dies (a worker killed with kill -9), so a crash never leaves it stuck.
@@ -279,10 +309,27 @@ def _try_run_lock(instance_id) -> bool:
     write lock, so steps are serialized anyway (and the revision fence below still applies).
     """
     if connection.vendor != "postgresql":
-        return True
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s)", [_run_lock_key(instance_id)])
-        return bool(cursor.fetchone()[0])
+        return True, WorkflowInstance.objects.filter(pk=instance_id).first()
+    params = [_run_lock_key(instance_id), uuid.UUID(str(instance_id))]
+    connection.close_if_health_check_failed()  # CONN_HEALTH_CHECKS, as Django's own cursors do
+    connection.ensure_connection()
+    try:
+        # ClientCursor: two statements in one query need the simple query protocol; it binds both
+        # values as escaped literals (psycopg's quoting), as audit.services does for its append.
+        with connection.wrap_database_errors, psycopg.ClientCursor(connection.connection) as cursor:
+            cursor.execute(_PG_LOCK_AND_LOAD, params)
+            locked = bool(cursor.fetchone()[0])
+            cursor.nextset()
+            row = cursor.fetchone()
+    except BaseException:
+        # The first statement may have taken the lock before the read failed. Should the release
+        # fail too, the engine's task closes its connection after a failure, which releases it.
+        with suppress(DatabaseError):
+            _release_run_lock(instance_id)
+        raise
+    if not locked:
+        return False, None
+    return True, None if row is None else _instance_from_row(row)
 
 
 def _release_run_lock(instance_id) -> None:
@@ -309,10 +356,13 @@ def run_instance(instance_id) -> int:
     """
     steps = 0
     while True:
-        if not _try_run_lock(instance_id):
+        locked, instance = _lock_and_load(instance_id)
+        if not locked:
             return steps  # another worker is running it and will see any new work
         try:
-            taken, status = _run_locked(instance_id)
+            if instance is None:
+                return steps
+            taken, status = _run_locked(instance_id, instance)
             steps += taken
         finally:
             _release_run_lock(instance_id)
@@ -324,9 +374,9 @@ def run_instance(instance_id) -> int:
             return steps
 
 
-def _run_locked(instance_id) -> tuple[int, str | None]:
-    """Steps taken and the last status seen."""
-    steps, cached = 0, None
+def _run_locked(instance_id, cached: WorkflowInstance) -> tuple[int, str | None]:
+    """Steps taken and the last status seen, starting from the instance read under the lock."""
+    steps = 0
     while True:
         try:
             cached, more = _step(instance_id, cached)
