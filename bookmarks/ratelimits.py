@@ -3,7 +3,9 @@
 from dataclasses import dataclass
 
 from django.conf import settings
-from django_ratelimit.core import get_usage
+from django.core.cache import caches
+from django_ratelimit import ALL
+from django_ratelimit.core import EXPIRATION_FUDGE, _get_window, _make_cache_key, _split_rate
 
 from audit.actors import client_ip
 
@@ -16,11 +18,6 @@ def _client_ip_key(group: str, request) -> str:
     return client_ip(request) or "unknown"
 
 
-def _resume_rate(group: str, request) -> str:
-    # Read on use, so the setting can change per deployment (and per test) without a restart.
-    return settings.ELSA_RESUME_RATE
-
-
 @dataclass(frozen=True)
 class RateDecision:
     limited: bool
@@ -29,10 +26,40 @@ class RateDecision:
     first_refusal: bool
 
 
+def _count(cache, key: str, period: int) -> int | None:
+    """Increment the window's counter and return it (None if the cache failed).
+
+    django-ratelimit's get_usage() does add() then incr(): two cache round trips on every request
+    but the first of a window. Incrementing first takes one (an atomic EXISTS + INCRBY on Redis);
+    only the first request of a window, whose counter does not exist yet, also adds it. Same key,
+    same window, same expiry, so the count is the one django-ratelimit would keep.
+    """
+    try:
+        return cache.incr(key)
+    except ValueError:  # no counter yet in this window
+        pass
+    if cache.add(key, 1, period + EXPIRATION_FUDGE):
+        return 1
+    try:
+        return cache.incr(key)  # another request added it meanwhile
+    except ValueError:
+        return None
+
+
 def resume_rate_check(request) -> RateDecision:
     """Count this request against its client IP and say whether it is over ELSA_RESUME_RATE."""
-    usage = get_usage(request, group=RESUME_GROUP, key=_client_ip_key, rate=_resume_rate, increment=True)
-    if usage is None:  # RATELIMIT_ENABLE is off (refused in production by bookmarks.E005)
+    if not getattr(settings, "RATELIMIT_ENABLE", True):  # refused in production by bookmarks.E005
         return RateDecision(limited=False, first_refusal=False)
-    limited = bool(usage["should_limit"])
-    return RateDecision(limited=limited, first_refusal=limited and usage["count"] == usage["limit"] + 1)
+    # Read on use, so the setting can change per deployment (and per test) without a restart.
+    rate = settings.ELSA_RESUME_RATE
+    limit, period = _split_rate(rate)
+    value = _client_ip_key(RESUME_GROUP, request)
+    key = _make_cache_key(RESUME_GROUP, _get_window(value, period), rate, value, ALL)
+    count = _count(caches[getattr(settings, "RATELIMIT_USE_CACHE", "default")], key, period)
+    if count is None or count is False:
+        # As django-ratelimit: a failing cache limits, unless RATELIMIT_FAIL_OPEN says otherwise.
+        if getattr(settings, "RATELIMIT_FAIL_OPEN", False):
+            return RateDecision(limited=False, first_refusal=False)
+        return RateDecision(limited=True, first_refusal=False)
+    limited = count > limit
+    return RateDecision(limited=limited, first_refusal=limited and count == limit + 1)

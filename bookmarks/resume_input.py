@@ -1,5 +1,6 @@
 """Resume input: read from a request (JSON, at most 1 MiB) and checked against the bookmark's JSON Schema."""
 
+import functools
 import json
 
 from django.conf import settings
@@ -137,11 +138,18 @@ def _schema_pointer(path) -> str:
     return "/" + "/".join(str(part).replace("~", "~0").replace("/", "~1") for part in path) if path else ""
 
 
+@functools.lru_cache(maxsize=256)
+def _validator(schema_text: str) -> Draft202012Validator:
+    # Keyed by the schema's canonical JSON: bookmarks of one WaitForResume share one compiled
+    # validator instead of building it on every resume. Validators are immutable, so threads share it.
+    return Draft202012Validator(json.loads(schema_text))
+
+
 def schema_errors(schema: dict | None, value) -> list[dict]:
     """Where `value` violates `schema`: [{"schema_path", "message"}], at most 20, never quoting the value."""
     if not schema:
         return []
-    validator = Draft202012Validator(schema)
+    validator = _validator(json.dumps(schema, sort_keys=True, separators=(",", ":")))
     errors = sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_schema_path))
     return [
         {"schema_path": _schema_pointer(error.absolute_schema_path), "message": _error_message(error)}

@@ -1,6 +1,8 @@
 """Figure resume: valid resumes per second (each a real suspended instance, continuation enqueued) vs /health/live."""
 
+import os
 import time
+from pathlib import Path
 
 from bench.harness import figure
 
@@ -37,6 +39,42 @@ def _suspended_tokens(definition, actor, count: int) -> list[str]:
     return [resume_token_issue(bookmark=bookmark, actor=actor).token for bookmark in bookmarks]
 
 
+def _finished_count(definition) -> int:
+    from workflows.models import WorkflowInstance
+
+    return WorkflowInstance.objects.filter(definition=definition, status="Finished").count()
+
+
+def _finished_after_resume(definition, expected: int) -> int:
+    """Wait until every resumed instance finished; how many did (a resumed instance never stays Running)."""
+    from workflows.models import WorkflowInstance
+
+    instances = WorkflowInstance.objects.filter(definition=definition)
+    deadline = time.monotonic() + 300
+    while instances.filter(status="Running").exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError("resumed instances did not finish within 300 s")
+        time.sleep(0.2)
+    finished = _finished_count(definition)
+    # At least: requests still in flight when wrk stops resume too, but wrk does not count them.
+    if finished < expected:
+        raise RuntimeError(f"{finished} instances finished, {expected} were resumed")
+    return finished
+
+
+def _group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU of every live process in a process group (Linux /proc; 0.0 elsewhere)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        if int(fields[2]) == pgid:  # fields after the name: state, ppid, pgrp, ..., utime (12), stime (13)
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def _resume(h, tokens: list[str], duration: float) -> dict:
     requests = [
         ("POST", f"/elsa/api/bookmarks/resume?t={token}", {"Content-Type": "application/json"}, BODY)
@@ -58,17 +96,31 @@ def measure(h) -> dict:
     # resume: the warm-up's request rate (its refusals are cheaper than resumes) bounds it from above.
     count = min(MAX_INSTANCES, int(warmup["rps"] * DURATION * 1.5) + 100)
     tokens = _suspended_tokens(definition, actor, count)
+    # The server and the worker each run in a process group of their own (the harness's _spawn).
+    web, worker = (proc.pid for proc in h._procs[:2])
+    cpu_before = _group_cpu_seconds(web), _group_cpu_seconds(worker)
+    finished_before = _finished_count(definition)
     result = _resume(h, tokens, duration=DURATION)
+    web_cpu = _group_cpu_seconds(web) - cpu_before[0]
     valid = result["total"] - result["non_2xx"]
     if valid <= 0:
         raise RuntimeError(f"no valid resume in {result['total']} requests")
     valid_rps = result["rps"] * valid / result["total"]
+    # The worker runs the continuations during the window (it shares the CPU with the server, as a
+    # worker on the same host would): check that each valid resume really continued to the end.
+    warmed = warmup["total"] - warmup["non_2xx"]
+    finished = _finished_after_resume(definition, expected=warmed + valid)
+    # Worker CPU until the window's continuations all ended (nothing else runs on it by then),
+    # per continuation: requests still in flight when wrk stopped resumed and continued too.
+    worker_cpu = (_group_cpu_seconds(worker) - cpu_before[1]) / max(1, finished - finished_before)
+    web_cpu /= result["total"]
     return figure(
         "resume",
         valid_rps,
         h.baseline("health"),
         "resumes/s",
         f"POST bookmarks/resume, {valid} valid of {result['total']} ({len(tokens)} tokens), each a suspended "
-        "instance whose "
-        "continuation is enqueued; rate limit raised; baseline = anonymous /health/live",
+        f"instance whose continuation is enqueued and run by the bench worker meanwhile ({finished} finished); "
+        f"CPU per resume: server {1000 * web_cpu:.1f} ms, worker {1000 * worker_cpu:.1f} ms; "
+        "rate limit raised; baseline = anonymous /health/live",
     )

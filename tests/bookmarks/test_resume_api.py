@@ -281,6 +281,19 @@ def test_schema_violation_is_400_listing_the_errors_without_echoing_the_input(cl
     assert post(client, token_for(bookmark).token, {"approved": True, "reason": "ok"}).status_code == 200
 
 
+def test_each_bookmark_is_checked_against_its_own_schema(client):
+    # Compiled validators are shared between bookmarks of equal schemas, never across different ones.
+    strict = {"type": "object", "required": ["approved"], "properties": {"approved": {"type": "boolean"}}}
+    loose = {"type": "object", "properties": {"approved": {"type": "string"}}}
+    _, first = suspended(approval_document(input_schema=strict))
+    _, second = suspended(approval_document(input_schema=loose))
+    _, third = suspended(approval_document(input_schema=dict(reversed(strict.items()))))
+    assert post(client, token_for(first).token, {"approved": "yes"}).status_code == 400
+    assert post(client, token_for(second).token, {"approved": "yes"}).status_code == 200
+    assert post(client, token_for(third).token, {}).status_code == 400
+    assert post(client, token_for(first).token, {"approved": True}).status_code == 200
+
+
 # --- 429 ---------------------------------------------------------------------------------------------
 
 
@@ -311,6 +324,24 @@ def test_forged_forwarded_for_does_not_escape_the_rate_limit(client, settings):
         for n in range(4)
     ]
     assert statuses == [400, 400, 429, 429]
+
+
+def test_rate_limit_counter_expires_with_its_window(client, settings):
+    from django.core.cache import cache
+    from django_ratelimit import ALL
+    from django_ratelimit.core import _get_window, _make_cache_key
+
+    from bookmarks.ratelimits import RESUME_GROUP
+
+    settings.ELSA_RESUME_RATE = "5/h"
+    addr = f"10.3.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}"
+    for _ in range(2):
+        assert post(client, "garbage", REMOTE_ADDR=addr).status_code == 400
+    key = _make_cache_key(RESUME_GROUP, _get_window(addr, 3600), "5/h", addr, ALL)
+    # django-ratelimit's own key and count, so its window and prefix still apply.
+    assert cache.get(key) == 2
+    if hasattr(cache, "ttl"):
+        assert 0 < cache.ttl(key) <= 3600 + 5
 
 
 def test_repeated_bad_input_soft_blocks_the_token_until_cleared(client, settings):
