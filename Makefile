@@ -32,6 +32,7 @@ run: install
 lint: install-dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy elsa_site audit identity workflows bookmarks bench
 
 test: lint
 	$(VENV)/bin/pytest

@@ -28,6 +28,7 @@ class TokenExpired(DomainError):
     """The token authenticated but its expiry has passed."""
 
     http_status = status.HTTP_401_UNAUTHORIZED
+    payload: "ResumeTokenPayload | None" = None  # the decoded ids, still worth auditing
     code = "token_expired"
 
 

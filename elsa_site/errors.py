@@ -17,6 +17,8 @@ class DomainError(Exception):
 
     http_status = status.HTTP_400_BAD_REQUEST
     code = "invalid"
+    # A finer reason than `code`, for the audit log only (the response keeps the generic code).
+    reason = ""
 
     def __init__(self, message: str, *, code: str | None = None, details=None):
         super().__init__(message)

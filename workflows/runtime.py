@@ -318,7 +318,9 @@ def _lock_and_load(instance_id) -> tuple[bool, WorkflowInstance | None]:
         # values as escaped literals (psycopg's quoting), as audit.services does for its append.
         with connection.wrap_database_errors, psycopg.ClientCursor(connection.connection) as cursor:
             cursor.execute(_PG_LOCK_AND_LOAD, params)
-            locked = bool(cursor.fetchone()[0])
+            row = cursor.fetchone()
+            assert row is not None  # SELECT pg_try_advisory_lock(...) always returns one row
+            locked = bool(row[0])
             cursor.nextset()
             row = cursor.fetchone()
     except BaseException:
@@ -374,7 +376,7 @@ def run_instance(instance_id) -> int:
             return steps
 
 
-def _run_locked(instance_id, cached: WorkflowInstance) -> tuple[int, str | None]:
+def _run_locked(instance_id, cached: WorkflowInstance | None) -> tuple[int, str | None]:
     """Steps taken and the last status seen, starting from the instance read under the lock."""
     steps = 0
     while True:
@@ -486,6 +488,7 @@ def advance(instance: WorkflowInstance, graph: Graph, now: dt.datetime) -> None:
             now=now,
         )
         return
+    assert node is not None  # a missing node has no type: it faulted above
     instance.step_count += 1
 
     if activity.is_join and "resume" not in token and not join_ready(instance, graph, node, token.get("from")):
