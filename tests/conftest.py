@@ -153,6 +153,14 @@ def run_celery_worker(tmp_dir: Path, *, concurrency: int = 2, extra_env: dict[st
         log_file.close()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _fresh_cache_database():
+    """Start every run with an empty test cache: nothing cached by an earlier run can answer."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 @pytest.fixture(scope="session")
 def celery_worker_factory(django_db_setup, django_db_blocker, tmp_path_factory):
     """Start extra workers inside a test: `with celery_worker_factory() as worker: ...`."""

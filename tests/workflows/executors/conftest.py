@@ -5,6 +5,18 @@ import pytest
 from audit.actors import Actor
 
 
+@pytest.fixture(autouse=True)
+def _fresh_executor_cache():
+    # Test servers listen on ephemeral ports, which get reused: a discovery document or token cached
+    # for an earlier server at the same URL must not answer for this test's server.
+    from django.core.cache import cache
+
+    if hasattr(cache, "delete_pattern"):
+        cache.delete_pattern("executors:*")
+    else:
+        cache.clear()
+
+
 @pytest.fixture
 def actor():
     return Actor(type="user", id="tester", name="tester", ip="127.0.0.1")
