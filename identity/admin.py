@@ -6,8 +6,11 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.hashers import make_password
+from django.contrib.auth.models import Group
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from rest_framework_simplejwt.token_blacklist.admin import BlacklistedTokenAdmin, OutstandingTokenAdmin
+from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
 from audit.actors import actor_from_request
 from audit.admin import AuditedModelAdmin
@@ -186,3 +189,15 @@ class ApplicationAdmin(AuditedModelAdmin):
         for application in queryset:
             services.application_set_enabled(application=application, enabled=False, actor=actor)
         self.message_user(request, f"Disabled {queryset.count()} application(s).")
+
+
+# Django's groups are not our permission model (roles are): keep them out of the admin entirely.
+admin.site.unregister(Group)
+
+# simplejwt registers its token tables; re-register them audited, so revoking a token by hand in the
+# admin leaves a config.changed event like every other admin change.
+for _model, _base in ((OutstandingToken, OutstandingTokenAdmin), (BlacklistedToken, BlacklistedTokenAdmin)):
+    admin.site.unregister(_model)
+    admin.site.register(
+        _model, type(f"Audited{_base.__name__}", (AuditedModelAdmin, _base), {"audit_resource_type": "jwt-token"})
+    )

@@ -162,6 +162,15 @@ class WorkflowInstanceAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None):
         return False
 
+    def delete_model(self, request, obj):
+        # The same service as DELETE workflow-instances/{id}: refused while live, audited.
+        services.workflow_instance_delete(instance=obj, actor=actor_from_request(request))
+
+    def delete_queryset(self, request, queryset):
+        with transaction.atomic():
+            for instance in queryset:
+                services.workflow_instance_delete(instance=instance, actor=actor_from_request(request))
+
     @admin.action(description="Cancel the selected instances")
     def cancel(self, request, queryset):
         for instance in queryset:
