@@ -219,7 +219,11 @@ def save_state(
 def send(task: str, args: list, **options) -> None:
     """Send an engine task to ELSA_WORKFLOW_QUEUE (or the default queue)."""
     queue = settings.ELSA_WORKFLOW_QUEUE or None
-    app.send_task(task, args=args, queue=queue, **options)
+    # ignore_result: the engine's tasks store no result (ignore_result=True on the tasks), but
+    # send_task by name does not know that and, with the Redis result backend, subscribes the
+    # sending process to a result channel per task that nobody ever reads: a Redis round trip
+    # per start and a subscription that is never dropped.
+    app.send_task(task, args=args, queue=queue, ignore_result=True, **options)
 
 
 def enqueue_run(instance_id) -> None:
@@ -311,8 +315,28 @@ def _lock_and_load(instance_id) -> tuple[bool, WorkflowInstance | None]:
     if connection.vendor != "postgresql":
         return True, WorkflowInstance.objects.filter(pk=instance_id).first()
     params = [_run_lock_key(instance_id), uuid.UUID(str(instance_id))]
-    connection.close_if_health_check_failed()  # CONN_HEALTH_CHECKS, as Django's own cursors do
-    connection.ensure_connection()
+    # CONN_HEALTH_CHECKS, checked by use: Django would send a SELECT 1 before the first query on a
+    # reused connection (a round trip per run); here the lock-and-load itself is that query. If a
+    # reused connection turns out broken, it is closed and the query runs once more on a new one,
+    # which is what the failed health check would have led to. Its success marks the check done.
+    connection.ensure_connection()  # a connection opened here counts as checked (health_check_done)
+    check = connection.health_check_enabled and not connection.health_check_done and not connection.in_atomic_block
+    try:
+        locked, row = _lock_and_load_query(instance_id, params)
+    except (OperationalError, InterfaceError):
+        if not check:
+            raise
+        connection.close()  # the server releases a run lock the dead session may have held
+        connection.ensure_connection()
+        locked, row = _lock_and_load_query(instance_id, params)
+    if check:
+        connection.health_check_done = True
+    if not locked:
+        return False, None
+    return True, None if row is None else _instance_from_row(row)
+
+
+def _lock_and_load_query(instance_id, params: list) -> tuple[bool, tuple | None]:
     try:
         # ClientCursor: two statements in one query need the simple query protocol; it binds both
         # values as escaped literals (psycopg's quoting), as audit.services does for its append.
@@ -329,9 +353,7 @@ def _lock_and_load(instance_id) -> tuple[bool, WorkflowInstance | None]:
         with suppress(DatabaseError):
             _release_run_lock(instance_id)
         raise
-    if not locked:
-        return False, None
-    return True, None if row is None else _instance_from_row(row)
+    return locked, row
 
 
 def _release_run_lock(instance_id) -> None:

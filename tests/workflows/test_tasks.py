@@ -91,3 +91,17 @@ def test_a_connection_the_server_dropped_is_replaced_before_the_run_lock_is_take
     with tasks.engine_connection(worker_task()):
         assert runtime.run_instance(instance_id) == 0  # no such instance: nothing to run, and no error
         assert backend_pid() != dropped
+
+
+def test_a_reused_connection_is_health_checked_by_the_run_lock_query_itself(kept, conn_max_age, monkeypatch):
+    conn_max_age(60, health_checks=True)
+    with tasks.engine_connection(worker_task()):
+        reused = backend_pid()
+    probes = []
+    monkeypatch.setattr(kept.connection, "is_usable", lambda: probes.append(1) or True)
+    instance_id = "00000000-0000-4000-8000-000000000002"
+    with tasks.engine_connection(worker_task()):
+        assert runtime.run_instance(instance_id) == 0
+        assert backend_pid() == reused
+        assert kept.connection.health_check_done
+    assert probes == []  # no SELECT 1 round trip before the lock-and-load

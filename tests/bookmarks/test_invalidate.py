@@ -1,0 +1,44 @@
+"""The engine's finish, fault and cancel hooks invalidate active bookmarks only, one audit event each."""
+
+import pytest
+
+from audit.models import AuditEvent
+from bookmarks.models import Bookmark
+from bookmarks.services import bookmarks_invalidate
+from tests.bookmarks.factories import linear, run_in_process, start_instance, suspended
+from tests.workflows.factories import ACTOR
+from workflows.services import workflow_instance_cancel
+
+pytestmark = pytest.mark.django_db
+
+
+def two_waits() -> dict:
+    return linear(
+        {"id": "fork", "type": "Fork"},
+        {"id": "first", "type": "WaitForResume"},
+        {"id": "second", "type": "WaitForResume"},
+        name="two-waits",
+        connections=[{"source": "fork", "target": "first"}, {"source": "fork", "target": "second"}],
+    )
+
+
+def test_cancel_invalidates_every_active_bookmark_with_one_audit_event_each():
+    instance = run_in_process(start_instance(two_waits()))
+    workflow_instance_cancel(instance=instance, actor=ACTOR)
+    bookmarks = list(Bookmark.objects.filter(instance=instance))
+    assert len(bookmarks) == 2
+    assert {b.status for b in bookmarks} == {"invalidated"}
+    assert all(b.invalidated_at is not None for b in bookmarks)
+    events = AuditEvent.objects.filter(event_type="bookmark.invalidated", context__instance_id=str(instance.pk))
+    assert sorted(e.resource_id for e in events) == sorted(str(b.pk) for b in bookmarks)
+    assert {e.context["reason"] for e in events} == {"instance_cancelled"}
+
+
+def test_an_instance_without_active_bookmarks_invalidates_nothing():
+    instance, bookmark = suspended()
+    Bookmark.objects.filter(pk=bookmark.pk).update(status="consumed")
+    assert bookmarks_invalidate(instance=instance, reason="instance_finished", actor=ACTOR) == 0
+    bookmark.refresh_from_db()
+    assert bookmark.status == "consumed"
+    assert bookmark.invalidated_at is None
+    assert not AuditEvent.objects.filter(event_type="bookmark.invalidated", resource_id=str(bookmark.pk)).exists()
