@@ -13,7 +13,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 # The previous_hash of the first event: no real SHA-256 digest is 64 zeros in practice.
 GENESIS_HASH = "0" * 64
 
-# An event's columns in the positional order of canonical_event(), then its stored hash.
+# An event's hashed columns (the keyword arguments of canonical_event()), then its stored hash.
 EVENT_COLUMNS = (
     "id",
     "event_id",
@@ -81,10 +81,12 @@ def json_value(value) -> str:
     return "{}" if not value and isinstance(value, dict) else encode_json(value)
 
 
-def canonical_event(
-    id: int,  # noqa: A002 - the event's own field name
+def _fill_template(
+    *,
+    id_text: str,
+    previous_text: str,
+    timestamp_text: str,
     event_id,
-    timestamp,
     event_type: str,
     action: str,
     result: str,
@@ -96,10 +98,9 @@ def canonical_event(
     actor_ip: str,
     context,
     metadata,
-    previous_hash: str,
-) -> bytes:
-    """The canonical JSON (sorted keys, compact, ASCII) of every hashed field of an event."""
-    text = TEMPLATE % (
+) -> str:
+    # The one place that knows TEMPLATE's slot order (its keys, sorted).
+    return TEMPLATE % (
         _quote(action),
         _quote(actor_id),
         _quote(actor_ip),
@@ -108,13 +109,30 @@ def canonical_event(
         json_value(context),
         _quote(str(event_id)),
         _quote(event_type),
-        int(id),
+        id_text,
         json_value(metadata),
-        _quote(previous_hash),
+        previous_text,
         _quote(resource_id),
         _quote(resource_type),
         _quote(result),
-        _quote(canonical_timestamp(timestamp)),
+        timestamp_text,
+    )
+
+
+def canonical_event(
+    id: int,  # noqa: A002 - the event's own field name
+    event_id,
+    timestamp,
+    previous_hash: str,
+    **fields,
+) -> bytes:
+    """The canonical JSON (sorted keys, compact, ASCII) of every hashed field of an event."""
+    text = _fill_template(
+        id_text=str(int(id)),
+        previous_text=_quote(previous_hash),
+        timestamp_text=_quote(canonical_timestamp(timestamp)),
+        event_id=event_id,
+        **fields,
     )
     return text.encode("ascii")
 
@@ -124,40 +142,10 @@ def canonical_event(
 _ID, _PREVIOUS, _TIMESTAMP = "\x00id\x00", "\x00previous\x00", "\x00timestamp\x00"
 
 
-def canonical_parts(
-    *,
-    event_id,
-    event_type: str,
-    action: str,
-    result: str,
-    resource_type: str,
-    resource_id: str,
-    actor_type: str,
-    actor_id: str,
-    actor_name: str,
-    actor_ip: str,
-    context,
-    metadata,
-) -> tuple[str, str, str, str]:
+def canonical_parts(**fields) -> tuple[str, str, str, str]:
     """The canonical event split around id, previous hash and timestamp: (a, b, c, d) such that
     a + str(id) + b + previous_hash + c + canonical_timestamp + d == canonical_event(...)."""
-    text = TEMPLATE % (
-        _quote(action),
-        _quote(actor_id),
-        _quote(actor_ip),
-        _quote(actor_name),
-        _quote(actor_type),
-        json_value(context),
-        _quote(str(event_id)),
-        _quote(event_type),
-        _ID,
-        json_value(metadata),
-        f'"{_PREVIOUS}"',
-        _quote(resource_id),
-        _quote(resource_type),
-        _quote(result),
-        f'"{_TIMESTAMP}"',
-    )
+    text = _fill_template(id_text=_ID, previous_text=f'"{_PREVIOUS}"', timestamp_text=f'"{_TIMESTAMP}"', **fields)
     a, rest = text.split(_ID)
     b, rest = rest.split(_PREVIOUS)
     c, d = rest.split(_TIMESTAMP)
