@@ -137,21 +137,6 @@ def canonical_event(
     return text.encode("ascii")
 
 
-# Stand-ins for the values only known under the chain lock. NUL never survives JSON encoding
-# (it becomes \u0000), so a marker cannot collide with any encoded value.
-_ID, _PREVIOUS, _TIMESTAMP = "\x00id\x00", "\x00previous\x00", "\x00timestamp\x00"
-
-
-def canonical_parts(**fields) -> tuple[str, str, str, str]:
-    """The canonical event split around id, previous hash and timestamp: (a, b, c, d) such that
-    a + str(id) + b + previous_hash + c + canonical_timestamp + d == canonical_event(...)."""
-    text = _fill_template(id_text=_ID, previous_text=f'"{_PREVIOUS}"', timestamp_text=f'"{_TIMESTAMP}"', **fields)
-    a, rest = text.split(_ID)
-    b, rest = rest.split(_PREVIOUS)
-    c, d = rest.split(_TIMESTAMP)
-    return a, b, c, d
-
-
 def compute_hash(**fields) -> str:
     """SHA-256 (hex) over the canonical serialization of every field plus the previous hash."""
     return hashlib.sha256(canonical_event(**fields)).hexdigest()

@@ -23,10 +23,11 @@ def check_checkpoint_key(app_configs, **kwargs):
     return errors
 
 
-# Trigger names of migration audit/0001, per table.
+# Trigger names of migrations audit/0001 and 0002, per table.
 APPEND_ONLY_TRIGGERS = {
     "audit_auditevent": ("audit_event_append_only", "audit_event_no_truncate"),
     "audit_auditcheckpoint": ("audit_checkpoint_append_only", "audit_checkpoint_no_truncate"),
+    "audit_pendingauditevent": ("audit_pending_no_update", "audit_pending_no_truncate"),
 }
 
 

@@ -103,6 +103,39 @@ class AuditEvent(AppendOnlyModel):
         return f"#{self.id} {self.event_type} {self.action} ({self.result})"
 
 
+class PendingAuditEvent(AppendOnlyModel):
+    """An event recorded inside its action's transaction and not chained yet.
+
+    audit_record() inserts here, with no lock, so business transactions never wait on the chain;
+    right after the transaction commits, the same process moves every pending event into the
+    chain (audit.services.audit_seal), and a periodic sweep catches any left behind (a process
+    killed between the two). Rows are only ever inserted, then deleted by the sealer as they
+    are chained; the ORM refuses updates and PostgreSQL triggers refuse UPDATE and TRUNCATE.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    event_id = models.UUIDField(default=uuid.uuid4, editable=False)
+    timestamp = models.DateTimeField()
+    event_type = models.CharField(max_length=100)
+    action = models.CharField(max_length=100)
+    result = models.CharField(max_length=16, choices=AuditEvent.Result.choices)
+    resource_type = models.CharField(max_length=64, blank=True, default="")
+    resource_id = models.CharField(max_length=255, blank=True, default="")
+    actor_type = models.CharField(max_length=16, choices=AuditEvent.ActorType.choices)
+    actor_id = models.CharField(max_length=255, blank=True, default="")
+    actor_name = models.CharField(max_length=255, blank=True, default="")
+    actor_ip = models.CharField(max_length=45, blank=True, default="")
+    context = models.JSONField(default=dict, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        default_permissions = ("view",)
+
+    def __str__(self) -> str:
+        return f"pending {self.event_type} {self.action} ({self.result})"
+
+
 class AuditCheckpoint(AppendOnlyModel):
     """A signed record of the chain head at one moment; the key signing it is not in the database."""
 

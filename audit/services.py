@@ -1,11 +1,9 @@
-"""Writes of the audit app: append an event to the chain, record a signed checkpoint."""
+"""Writes of the audit app: record an event, chain pending events, record a signed checkpoint."""
 
 import ipaddress
-import json
 import logging
 import uuid
 
-import psycopg
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
@@ -13,42 +11,69 @@ from django.utils import timezone
 from audit.actors import Actor
 from audit.chain import (
     GENESIS_HASH,
-    canonical_parts,
     canonical_timestamp,
     checkpoint_signature,
     compute_hash,
     normalize_json,
     safe_text,
 )
-from audit.models import AuditCheckpoint, AuditEvent
+from audit.models import AuditCheckpoint, AuditEvent, PendingAuditEvent
 from elsa_site.errors import InvalidInput
 
 logger = logging.getLogger("elsa.audit")
 
-# Key of the PostgreSQL advisory lock that serializes appends ("elsaaudt" as a 64-bit integer).
+# Key of the PostgreSQL advisory lock that serializes chaining ("elsaaudt" as a 64-bit integer).
 CHAIN_LOCK_KEY = 0x656C736161756474
+
+# Pending events chained per statement batch by the sealer.
+SEAL_BATCH = 1000
 
 _RESULTS = frozenset(AuditEvent.Result.values)
 _ACTOR_TYPES = frozenset(AuditEvent.ActorType.values)
 
+# The payload columns, shared by a pending event and its chained copy.
+_PAYLOAD = (
+    "event_id",
+    "timestamp",
+    "event_type",
+    "action",
+    "result",
+    "resource_type",
+    "resource_id",
+    "actor_type",
+    "actor_id",
+    "actor_name",
+    "actor_ip",
+    "context",
+    "metadata",
+)
+_CHAINED = ("id", *_PAYLOAD, "previous_hash", "hash")
 
-def _lock_chain() -> None:
-    """Take the chain lock for the rest of the caller's transaction, so appends never fork.
 
-    PostgreSQL: a transaction-level advisory lock, held until the caller's transaction commits or
-    rolls back. The next writer gets it only after that commit, and in READ COMMITTED its next
-    statement (the head read below) sees the committed head. This serializes writers across
-    processes and hosts sharing the database.
+def _lock_chain(*, timeout_ms: int | None = None) -> None:
+    """Take the chain lock for the rest of the current transaction, so chaining never forks.
+
+    PostgreSQL: a transaction-level advisory lock, held until that transaction commits or rolls
+    back. The next sealer gets it only after that commit, and in READ COMMITTED its next
+    statement (the head read) sees the committed head. This serializes sealers across processes
+    and hosts sharing the database.
 
     SQLite: the settings open every transaction with BEGIN IMMEDIATE, which already takes the
-    database's single write lock before the head is read, so writers are serialized there too.
+    database's single write lock before the head is read, so sealers are serialized there too.
 
     Either way, the unique primary key (head + 1) and unique previous_hash make a fork impossible
-    to commit even if this lock were bypassed: the second writer would fail, never fork.
+    to commit even if this lock were bypassed: the second sealer would fail, never fork.
     """
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CHAIN_LOCK_KEY])
+            if timeout_ms is None:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CHAIN_LOCK_KEY])
+            else:
+                # One round trip; the timeout ends with the transaction (a stuck sealer makes
+                # this one give up and leave its events to the sweep, not hang a request).
+                cursor.execute(
+                    "SET LOCAL lock_timeout = %s; SELECT pg_advisory_xact_lock(%s)", [f"{timeout_ms}ms", CHAIN_LOCK_KEY]
+                )
 
 
 def _chain_head() -> tuple[int, str]:
@@ -71,94 +96,17 @@ def _normalized_ip(ip: str | None) -> str:
         return ""
 
 
-# On PostgreSQL one statement appends: it reads the head, stamps the time, builds the canonical
-# text from the parts prepared in Python (audit.chain.canonical_parts) and hashes it with the
-# server's sha256(). Taking no client round trip between lock and insert keeps the section that
-# serializes writers short; verification recomputes every hash in Python, so both must agree.
-_PG_LOCK_AND_APPEND = """
-SELECT pg_advisory_xact_lock(%(lock_key)s);
-WITH head AS (
-    SELECT id, hash FROM audit_auditevent ORDER BY id DESC LIMIT 1
-), next AS (
-    SELECT COALESCE((SELECT id FROM head), 0) + 1 AS id,
-           COALESCE((SELECT hash FROM head), %(genesis)s) AS previous_hash,
-           clock_timestamp() AS ts
-)
-INSERT INTO audit_auditevent (
-    id, event_id, timestamp, event_type, action, result, resource_type, resource_id,
-    actor_type, actor_id, actor_name, actor_ip, context, metadata, previous_hash, hash
-)
-SELECT next.id, %(event_id)s, next.ts, %(event_type)s, %(action)s, %(result)s, %(resource_type)s,
-       %(resource_id)s, %(actor_type)s, %(actor_id)s, %(actor_name)s, %(actor_ip)s,
-       %(context)s::jsonb, %(metadata)s::jsonb, next.previous_hash,
-       encode(sha256(convert_to(
-           %(part_a)s || next.id::text || %(part_b)s || next.previous_hash || %(part_c)s
-           || to_char(next.ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US') || '+00:00' || %(part_d)s,
-           'UTF8')), 'hex')
-FROM next
-RETURNING id, timestamp, previous_hash, hash
-"""
-
-
-def _append_postgresql(fields: dict) -> AuditEvent:
-    part_a, part_b, part_c, part_d = canonical_parts(**fields)
-    params = {
-        **fields,
-        "event_id": str(fields["event_id"]),
-        "context": json.dumps(fields["context"]),
-        "metadata": json.dumps(fields["metadata"]),
-        "genesis": GENESIS_HASH,
-        "lock_key": CHAIN_LOCK_KEY,
-        "part_a": part_a,
-        "part_b": part_b,
-        "part_c": part_c,
-        "part_d": part_d,
-    }
-    # Lock and insert go to the server as one simple-protocol query of two statements (one
-    # round trip). In READ COMMITTED each statement takes its own snapshot, so the INSERT, which
-    # starts only once the lock is granted, reads the committed head. ClientCursor is needed for
-    # two statements in one query; it still binds every value as an escaped literal (psycopg's
-    # quoting), never by string formatting here.
-    connection.ensure_connection()
-    # wrap_database_errors: a failure surfaces as Django's OperationalError etc., as elsewhere.
-    with connection.wrap_database_errors, psycopg.ClientCursor(connection.connection) as cursor:
-        cursor.execute(_PG_LOCK_AND_APPEND, params)
-        cursor.nextset()
-        row = cursor.fetchone()
-        assert row is not None  # INSERT ... RETURNING always returns the row
-        event_id, timestamp, previous_hash, digest = row
-    event = AuditEvent(**fields, id=event_id, timestamp=timestamp, previous_hash=previous_hash, hash=digest)
-    event._state.adding = False  # it is stored: a later save() is an update, which is refused
-    event._state.db = connection.alias
-    return event
-
-
-def _append_portable(fields: dict) -> AuditEvent:
-    _lock_chain()
-    head_id, head_hash = _chain_head()
-    fields = {**fields, "timestamp": timezone.now(), "id": head_id + 1, "previous_hash": head_hash}
-    event = AuditEvent(**fields, hash=compute_hash(**fields))
-    event.save()
-    return event
-
-
-def audit_record(
+def _event_fields(
     *,
     event_type: str,
     action: str,
-    result: str = AuditEvent.Result.SUCCESS,
-    resource: tuple[str, str] | None = None,
+    result: str,
+    resource: tuple[str, str] | None,
     actor: Actor,
-    context: dict | None = None,
-    metadata: dict | None = None,
-) -> AuditEvent:
-    """Append one event to the chain, inside the caller's transaction (fail closed).
-
-    Call it within the same `transaction.atomic()` as the state change it records: if the change
-    rolls back, the event goes with it; if the event cannot be written, this raises and the change
-    rolls back. Never pass secrets, tokens or request bodies in context or metadata. The chain lock
-    is held until the caller commits, so call it late in the transaction.
-    """
+    context: dict | None,
+    metadata: dict | None,
+) -> dict:
+    """The validated, normalized payload of one event (every column but id and the hashes)."""
     if not event_type or not action:
         raise InvalidInput("An audit event needs an event_type and an action.")
     if result not in _RESULTS:
@@ -171,10 +119,9 @@ def audit_record(
         metadata_value = normalize_json(metadata)
     except (TypeError, ValueError) as exc:
         raise InvalidInput("Audit context and metadata must be JSON-serializable.") from exc
-
-    # Everything that does not depend on the chain head is prepared before taking the lock.
-    fields = {
+    return {
         "event_id": uuid.uuid4(),
+        "timestamp": timezone.now(),
         "event_type": _clip(event_type, 100),
         "action": _clip(action, 100),
         "result": str(result),
@@ -187,44 +134,166 @@ def audit_record(
         "context": context_value,
         "metadata": metadata_value,
     }
-    # savepoint=False: inside the caller's transaction a failed append dooms that whole
-    # transaction (fail closed: the caller cannot catch it and commit its change without the
-    # event), and no SAVEPOINT round trips are spent while other writers wait for the chain lock.
-    # Invalid arguments are refused above, before any database work, and doom nothing.
+
+
+def _insert_sql(model, columns: tuple[str, ...]) -> tuple[str, list]:
+    """An INSERT of `columns` into `model`'s table and the fields that prepare each value."""
+    fields = [model._meta.get_field(name) for name in columns]
+    quote = connection.ops.quote_name
+    # Identifiers come from the model's metadata and are quoted; every value is a bound parameter.
+    sql = (
+        f"INSERT INTO {quote(model._meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "  # noqa: S608
+        f"VALUES ({', '.join(['%s'] * len(fields))})"
+    )
+    return sql, fields
+
+
+def _prepared(fields: list, values: dict) -> list:
+    # Each field prepares its value for this database (uuid, timestamp, jsonb), as the ORM would.
+    return [field.get_db_prep_save(values[field.name], connection) for field in fields]
+
+
+def _insert_pending(values: dict) -> None:
+    sql, fields = _insert_sql(PendingAuditEvent, _PAYLOAD)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, _prepared(fields, values))
+
+
+def _append_chained(events: list[dict], head: tuple[int, str]) -> list[dict]:
+    """Give each payload the next id, link and hash after `head`, and insert them; chain lock held."""
+    head_id, previous = head
+    chained = []
+    for values in events:
+        head_id += 1
+        record = {**values, "id": head_id, "previous_hash": previous}
+        previous = compute_hash(**record)
+        record["hash"] = previous
+        chained.append(record)
+    sql, fields = _insert_sql(AuditEvent, _CHAINED)
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, [_prepared(fields, record) for record in chained])
+    return chained
+
+
+def _seal_locked() -> int:
+    """Move every pending event visible now into the chain, oldest first; chain lock held."""
+    total = 0
+    table = connection.ops.quote_name(PendingAuditEvent._meta.db_table)
+    while True:
+        batch = list(PendingAuditEvent.objects.order_by("id").values_list("id", *_PAYLOAD)[:SEAL_BATCH])
+        if not batch:
+            return total
+        with connection.cursor() as cursor:
+            placeholders = ", ".join(["%s"] * len(batch))  # the ids are bound parameters
+            cursor.execute(f"DELETE FROM {table} WHERE id IN ({placeholders})", [row[0] for row in batch])  # noqa: S608
+            if cursor.rowcount != len(batch):
+                # Only a sealer deletes pending rows, and it holds the chain lock: anything else
+                # deleted them, and chaining copies of rows that are gone would hide it.
+                raise RuntimeError("pending audit events vanished while being chained")
+        _append_chained([dict(zip(_PAYLOAD, row[1:], strict=True)) for row in batch], _chain_head())
+        total += len(batch)
+        if len(batch) < SEAL_BATCH:
+            return total
+
+
+def audit_seal() -> int:
+    """Chain every pending event committed so far; returns how many were chained.
+
+    Waits for the chain lock, so when it returns, every event committed before the call is in
+    the chain (by this call or by the sealer that held the lock). Safe to run anywhere, any
+    number of times, concurrently: an empty pending table costs one short transaction.
+    """
+    with transaction.atomic():
+        _lock_chain(timeout_ms=settings.ELSA_AUDIT_SEAL_LOCK_TIMEOUT_MS)
+        return _seal_locked()
+
+
+def _seal_after_commit() -> None:
+    try:
+        audit_seal()
+    except Exception:  # noqa: BLE001 - the action has committed and its events are stored
+        # Pending events are durable: the periodic sweep (audit.seal) chains them later.
+        logger.exception("audit events could not be chained after commit; the periodic sweep will retry")
+
+
+def _schedule_seal() -> None:
+    # One hook per transaction, however many events it records (a rolled-back savepoint drops
+    # its hooks, and a later event registers a new one).
+    if any(func is _seal_after_commit for _, func, _ in connection.run_on_commit):
+        return
+    transaction.on_commit(_seal_after_commit)
+
+
+def audit_record(
+    *,
+    event_type: str,
+    action: str,
+    result: str = AuditEvent.Result.SUCCESS,
+    resource: tuple[str, str] | None = None,
+    actor: Actor,
+    context: dict | None = None,
+    metadata: dict | None = None,
+) -> None:
+    """Record one event inside the caller's transaction (fail closed); it is chained after commit.
+
+    Call it within the same `transaction.atomic()` as the state change it records: if the change
+    rolls back, the event goes with it; if the event cannot be written, this raises and the change
+    rolls back. Never pass secrets, tokens or request bodies in context or metadata.
+
+    The event is written as pending, with no lock, so concurrent transactions never wait on the
+    chain; right after commit this process chains it (audit_seal), before the caller's request or
+    task returns. Invalid arguments raise InvalidInput before any database work.
+    """
+    values = _event_fields(
+        event_type=event_type,
+        action=action,
+        result=result,
+        resource=resource,
+        actor=actor,
+        context=context,
+        metadata=metadata,
+    )
+    # savepoint=False: inside the caller's transaction a failed insert dooms that whole
+    # transaction (fail closed: the caller cannot catch it and commit its change without the event).
     with transaction.atomic(savepoint=False):
-        if connection.vendor == "postgresql":
-            return _append_postgresql(fields)
-        return _append_portable(fields)
+        _insert_pending(values)
+        _schedule_seal()
 
 
 @transaction.atomic
 def audit_checkpoint_create(*, actor: Actor | None = None) -> AuditCheckpoint | None:
     """Sign the current chain head; idempotent while the head does not move. None for an empty chain.
 
-    The checkpoint first appends an `audit.checkpoint` event, then signs that event (the new head),
-    so the next run finds the head already signed and writes nothing while the system is idle.
+    Under the chain lock it chains what is pending, then appends an `audit.checkpoint` event and
+    signs that event (the new head), so the next run finds the head already signed and writes
+    nothing while the system is idle.
     """
     _lock_chain()
-    head_id, head_hash = _chain_head()
+    _seal_locked()
+    head = _chain_head()
+    head_id, head_hash = head
     if head_id == 0:
         return None
     latest = AuditCheckpoint.objects.order_by("-id").first()
     if latest is not None and latest.event_id == head_id and latest.event_hash == head_hash:
         return latest
-    event = audit_record(
+    values = _event_fields(
         event_type="audit.checkpoint",
         action="created",
+        result=AuditEvent.Result.SUCCESS,
         resource=("audit-chain", "default"),
         actor=actor or Actor.system("audit-checkpoint"),
         context={"previous_head_id": head_id},
+        metadata=None,
     )
+    (event,) = _append_chained([values], head)
     created = timezone.now()
     checkpoint = AuditCheckpoint(
-        event_id=event.id,
-        event_hash=event.hash,
+        event_id=event["id"],
+        event_hash=event["hash"],
         created=created,
         signature=checkpoint_signature(
-            key=settings.ELSA_AUDIT_CHECKPOINT_KEY, event_id=event.id, event_hash=event.hash, created=created
+            key=settings.ELSA_AUDIT_CHECKPOINT_KEY, event_id=event["id"], event_hash=event["hash"], created=created
         ),
     )
     checkpoint.save()
@@ -232,8 +301,8 @@ def audit_checkpoint_create(*, actor: Actor | None = None) -> AuditCheckpoint | 
     logger.info(
         "audit checkpoint",
         extra={
-            "audit_checkpoint_event_id": event.id,
-            "audit_checkpoint_hash": event.hash,
+            "audit_checkpoint_event_id": event["id"],
+            "audit_checkpoint_hash": event["hash"],
             "audit_checkpoint_created": canonical_timestamp(created),
             "audit_checkpoint_signature": checkpoint.signature,
         },

@@ -227,6 +227,9 @@ CELERY_BEAT_SCHEDULE: dict = {
         "task": "audit.checkpoint",
         "schedule": env.float("ELSA_AUDIT_CHECKPOINT_INTERVAL_SECONDS", default=60.0),
     },
+    # Chain audit events whose process died between its commit and chaining them (normally
+    # chained right after commit by the process that recorded them).
+    "audit-seal": {"task": "audit.seal", "schedule": env.float("ELSA_AUDIT_SEAL_INTERVAL_SECONDS", default=5.0)},
     # Fire workflow timers lost in a restart and re-enqueue stalled Running instances.
     "workflows-sweep": {"task": "workflows.sweep", "schedule": env.float("ELSA_WORKFLOW_SWEEP_SECONDS", default=15.0)},
     # Mark expired bookmarks, apply their on_expiry policy, prune expired token denylist rows.
@@ -266,6 +269,9 @@ LOGGING = {
 }
 
 # --- Audit ------------------------------------------------------------------------------------
+# How long chaining after commit waits for another process's chaining before leaving its events
+# to the periodic sweep (audit.seal, every ELSA_AUDIT_SEAL_INTERVAL_SECONDS).
+ELSA_AUDIT_SEAL_LOCK_TIMEOUT_MS = env.int("ELSA_AUDIT_SEAL_LOCK_TIMEOUT_MS", default=10_000)
 # HMAC key for signed audit checkpoints; it must not live in the database it protects.
 ELSA_AUDIT_CHECKPOINT_KEY = env.str("ELSA_AUDIT_CHECKPOINT_KEY", default="") or f"audit-checkpoint:{SECRET_KEY}"
 

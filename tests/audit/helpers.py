@@ -5,24 +5,33 @@ from contextlib import contextmanager
 from django.db import connection, transaction
 
 from audit.actors import Actor
-from audit.services import audit_record
+from audit.models import AuditEvent
+from audit.services import audit_record, audit_seal
 
 
-def append_events(count: int, **fields):
-    """Append `count` events through the real service, each in its own transaction."""
+def record_event(number: int = 0, **fields) -> None:
+    """Record one event through the real service, in its own transaction (pending until chained)."""
+    with transaction.atomic():
+        audit_record(
+            event_type=fields.get("event_type", "workflow.instance.started"),
+            action=fields.get("action", "started"),
+            result=fields.get("result", "success"),
+            resource=fields.get("resource", ("workflow-instance", f"wi-{number}")),
+            actor=fields.get("actor", Actor(type="user", id="u-1", ip="10.0.0.1", name="alice")),
+            context=fields.get("context", {"n": number}),
+        )
+
+
+def append_events(count: int, **fields) -> list[AuditEvent]:
+    """Record `count` events, each in its own transaction and chained after it, as in production.
+
+    Tests run inside a transaction that never commits, so the after-commit chaining is done here.
+    """
     events = []
     for number in range(count):
-        with transaction.atomic():
-            events.append(
-                audit_record(
-                    event_type=fields.get("event_type", "workflow.instance.started"),
-                    action=fields.get("action", "started"),
-                    result=fields.get("result", "success"),
-                    resource=fields.get("resource", ("workflow-instance", f"wi-{number}")),
-                    actor=fields.get("actor", Actor(type="user", id="u-1", ip="10.0.0.1", name="alice")),
-                    context=fields.get("context", {"n": number}),
-                )
-            )
+        record_event(number, **fields)
+        audit_seal()
+        events.append(AuditEvent.objects.order_by("-id").first())
     return events
 
 
@@ -30,10 +39,13 @@ def append_events(count: int, **fields):
 def triggers_disabled():
     """Switch off the append-only triggers, as an attacker with table-owner rights could."""
     with connection.cursor() as cursor:
-        cursor.execute("ALTER TABLE audit_auditevent DISABLE TRIGGER ALL")
-        cursor.execute("ALTER TABLE audit_auditcheckpoint DISABLE TRIGGER ALL")
+        for table in TABLES:
+            cursor.execute(f"ALTER TABLE {table} DISABLE TRIGGER ALL")
         try:
             yield cursor
         finally:
-            cursor.execute("ALTER TABLE audit_auditevent ENABLE TRIGGER ALL")
-            cursor.execute("ALTER TABLE audit_auditcheckpoint ENABLE TRIGGER ALL")
+            for table in TABLES:
+                cursor.execute(f"ALTER TABLE {table} ENABLE TRIGGER ALL")
+
+
+TABLES = ("audit_auditevent", "audit_auditcheckpoint", "audit_pendingauditevent")

@@ -7,7 +7,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit.actors import Actor
-from audit.services import audit_record
+from audit.services import audit_record, audit_seal
 from tests.audit.helpers import append_events, triggers_disabled
 from tests.identity.factories import principal_headers
 
@@ -26,7 +26,8 @@ def record(**fields):
     fields.setdefault("action", "published")
     fields.setdefault("actor", Actor(type="user", id="u-1", name="alice"))
     with transaction.atomic():
-        return audit_record(**fields)
+        audit_record(**fields)
+    audit_seal()  # as the after-commit hook would
 
 
 @pytest.mark.parametrize("path", [LIST, f"{LIST}/1", f"{LIST}/1/verify"])

@@ -1,4 +1,9 @@
-"""Several OS processes append at once against PostgreSQL; the chain never forks and verifies."""
+"""Several OS processes append at once against PostgreSQL; the chain never forks and verifies.
+
+Each process records its events and chains them right after each commit, as every process of
+the server does; nothing else chains here, so an event a process failed to hand over to the
+chain would stay pending and fail the test.
+"""
 
 import subprocess
 import sys
@@ -8,7 +13,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from audit.models import AuditEvent
+from audit.models import AuditEvent, PendingAuditEvent
 from audit.services import CHAIN_LOCK_KEY
 from audit.verification import verify_chain
 from tests.conftest import ROOT, wait_until, worker_environment
@@ -25,7 +30,8 @@ def test_concurrent_writer_processes_never_fork_the_chain(transactional_db):
     with psycopg.connect(
         host=db["HOST"], port=db["PORT"], user=db["USER"], dbname=connection.settings_dict["NAME"], autocommit=True
     ) as gate:
-        # Hold the chain lock so every writer queues on it, then release them all at once.
+        # Hold the chain lock so every writer queues on it (each one's first event is recorded and
+        # committed, and its chaining waits), then release them all at once.
         gate.execute("SELECT pg_advisory_lock(%s)", [CHAIN_LOCK_KEY])
         writers = [
             subprocess.Popen(
@@ -58,6 +64,7 @@ def test_concurrent_writer_processes_never_fork_the_chain(transactional_db):
                     writer.wait()
 
     total = WRITERS * EVENTS_PER_WRITER
+    assert PendingAuditEvent.objects.count() == 0
     assert AuditEvent.objects.count() == total
     assert list(AuditEvent.objects.values_list("id", flat=True)) == list(range(1, total + 1))
     # Every writer's events interleave with the others' (they really ran at once).

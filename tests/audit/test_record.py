@@ -2,7 +2,6 @@
 
 import hashlib
 import json
-import uuid
 
 import psycopg
 import pytest
@@ -10,16 +9,15 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.transaction import TransactionManagementError
 from django.db.utils import OperationalError, ProgrammingError
-from django.utils import timezone
 
 from audit.actors import Actor
-from audit.chain import GENESIS_HASH, canonical_event, canonical_parts, canonical_timestamp
-from audit.models import AppendOnlyError, AuditEvent
-from audit.services import CHAIN_LOCK_KEY, audit_record
+from audit.chain import GENESIS_HASH, canonical_event
+from audit.models import AppendOnlyError, AuditEvent, PendingAuditEvent
+from audit.services import CHAIN_LOCK_KEY, audit_record, audit_seal
 from audit.verification import verify_chain
 from elsa_site.errors import InvalidInput
 from identity.models import User
-from tests.audit.helpers import append_events
+from tests.audit.helpers import append_events, record_event
 
 pytestmark = pytest.mark.django_db
 
@@ -60,7 +58,7 @@ def test_hash_is_sha256_of_canonical_json_of_every_field():
 def test_event_records_actor_resource_and_context():
     actor = Actor(type="application", id="app-7", ip="2001:db8::1", name="billing")
     with transaction.atomic():
-        event = audit_record(
+        audit_record(
             event_type="executor.call",
             action="called",
             result="failure",
@@ -69,7 +67,8 @@ def test_event_records_actor_resource_and_context():
             context={"status": 503},
             metadata={"attempt": 2},
         )
-    event = AuditEvent.objects.get(id=event.id)
+    audit_seal()
+    event = AuditEvent.objects.get()
     assert (event.resource_type, event.resource_id) == ("executor", "fraud-check")
     assert (event.actor_type, event.actor_id, event.actor_name, event.actor_ip) == (
         "application",
@@ -95,25 +94,44 @@ def test_event_rolls_back_with_the_action():
         audit_record(event_type="config.changed", action="created", actor=Actor.system())
         raise RuntimeError("the action fails after its event was written")
     assert not User.objects.filter(username="rolled-back").exists()
+    assert PendingAuditEvent.objects.count() == 0
+    audit_seal()
     assert AuditEvent.objects.count() == 0
+
+
+def _blocker():
+    db = settings.DATABASES["default"]
+    return psycopg.connect(host=db["HOST"], port=db["PORT"], user=db["USER"], dbname=connection.settings_dict["NAME"])
 
 
 @pytest.mark.postgres
 def test_action_fails_when_its_event_cannot_be_written():
-    # Another session holds the chain lock; our event cannot be appended within the lock timeout,
-    # so audit_record raises and the state change in the same transaction rolls back (fail closed).
-    db = settings.DATABASES["default"]
-    with psycopg.connect(
-        host=db["HOST"], port=db["PORT"], user=db["USER"], dbname=connection.settings_dict["NAME"]
-    ) as blocker:
-        blocker.execute("SELECT pg_advisory_lock(%s)", [CHAIN_LOCK_KEY])
+    # Another session locks the table events are written to; our event cannot be written within
+    # the lock timeout, so audit_record raises and the state change in the same transaction rolls
+    # back (fail closed).
+    with _blocker() as blocker:
+        blocker.execute("LOCK TABLE audit_pendingauditevent IN ACCESS EXCLUSIVE MODE")
         with pytest.raises(OperationalError), transaction.atomic():
             with connection.cursor() as cursor:
                 cursor.execute("SET LOCAL lock_timeout = '200ms'")
             User.objects.create(username="never-committed")
             audit_record(event_type="config.changed", action="created", actor=Actor.system())
     assert not User.objects.filter(username="never-committed").exists()
-    assert AuditEvent.objects.count() == 0
+    assert PendingAuditEvent.objects.count() == 0
+
+
+@pytest.mark.postgres
+def test_recording_never_waits_on_the_chain_lock():
+    # Another session holds the chain lock (a sealer at work): recording, inside the action's
+    # transaction, takes no part in the chain and goes through at once.
+    with _blocker() as blocker:
+        blocker.execute("SELECT pg_advisory_lock(%s)", [CHAIN_LOCK_KEY])
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL lock_timeout = '200ms'")
+            User.objects.create(username="recorded")
+            audit_record(event_type="config.changed", action="created", actor=Actor.system())
+    assert PendingAuditEvent.objects.get().event_type == "config.changed"
 
 
 @pytest.mark.parametrize(
@@ -176,6 +194,8 @@ def test_orm_refuses_bulk_changes(operation):
         "UPDATE audit_auditcheckpoint SET event_hash = 'x'",
         "DELETE FROM audit_auditcheckpoint",
         "TRUNCATE audit_auditcheckpoint",
+        "UPDATE audit_pendingauditevent SET action = 'edited'",
+        "TRUNCATE audit_pendingauditevent",
     ],
 )
 def test_database_triggers_refuse_raw_changes(statement):
@@ -183,22 +203,21 @@ def test_database_triggers_refuse_raw_changes(statement):
     from audit.services import audit_checkpoint_create
 
     audit_checkpoint_create()
+    record_event()  # a pending event, so row triggers on the pending table have a row to refuse
     with connection.cursor() as cursor:
         # Test databases allow Django's between-test TRUNCATE; switch that off as production has it.
         cursor.execute("SET LOCAL elsa.audit_allow_truncate = 'off'")
         with pytest.raises(ProgrammingError, match="append-only"), transaction.atomic():
             cursor.execute(statement)
     assert AuditEvent.objects.count() == 3
+    assert PendingAuditEvent.objects.get().action == "started"
     assert verify_chain().is_valid
 
 
 @pytest.mark.postgres
 def test_caller_cannot_swallow_a_failed_append_and_commit():
-    db = settings.DATABASES["default"]
-    with psycopg.connect(
-        host=db["HOST"], port=db["PORT"], user=db["USER"], dbname=connection.settings_dict["NAME"]
-    ) as blocker:
-        blocker.execute("SELECT pg_advisory_lock(%s)", [CHAIN_LOCK_KEY])
+    with _blocker() as blocker:
+        blocker.execute("LOCK TABLE audit_pendingauditevent IN ACCESS EXCLUSIVE MODE")
         with pytest.raises(TransactionManagementError), transaction.atomic():
             with connection.cursor() as cursor:
                 cursor.execute("SET LOCAL lock_timeout = '200ms'")
@@ -211,53 +230,27 @@ def test_caller_cannot_swallow_a_failed_append_and_commit():
     assert not User.objects.filter(username__in=["swallowed", "after-the-failure"]).exists()
 
 
-@pytest.mark.postgres
-def test_portable_append_path_builds_the_same_chain():
-    # The SQLite path (Python hashing, ORM insert) and the PostgreSQL path (server-side sha256)
-    # interleave into one chain that verifies.
-    from audit.services import _append_portable
-
-    append_events(2)
-    fields = {
-        "event_id": uuid.uuid4(),
-        "event_type": "config.changed",
-        "action": "updated",
-        "result": "success",
-        "resource_type": "executor",
-        "resource_id": "e-1",
-        "actor_type": "user",
-        "actor_id": "u-1",
-        "actor_name": "Zoë",
-        "actor_ip": "10.0.0.1",
-        "context": {"fields": ["timeout", "url"]},
-        "metadata": {},
-    }
-    with transaction.atomic():
-        event = _append_portable(fields)
-    assert (event.id, event.previous_hash) == (3, AuditEvent.objects.get(id=2).hash)
-    append_events(1)
+def test_events_are_chained_in_the_order_they_were_recorded():
+    for number in range(3):
+        record_event(number)
+    assert AuditEvent.objects.count() == 0  # recorded, not chained: this transaction never commits
+    assert audit_seal() == 3
+    events = list(AuditEvent.objects.order_by("id"))
+    assert [e.context["n"] for e in events] == [0, 1, 2]
+    assert [e.id for e in events] == [1, 2, 3]
+    assert PendingAuditEvent.objects.count() == 0
+    assert audit_seal() == 0
     assert verify_chain().is_valid
 
 
-def test_canonical_parts_reassemble_the_canonical_event():
-    fields = {
-        "event_id": uuid.uuid4(),
-        "event_type": "t",
-        "action": 'a"b\\c\n',
-        "result": "success",
-        "resource_type": "",
-        "resource_id": "\u00e9\x01",
-        "actor_type": "system",
-        "actor_id": "x",
-        "actor_name": "ñ",
-        "actor_ip": "",
-        "context": {"z": [1, {"b": 2, "a": 1}]},
-        "metadata": {},
-    }
-    a, b, c, d = canonical_parts(**fields)
-    now = timezone.now()
-    full = canonical_event(**fields, id=42, timestamp=now, previous_hash="f" * 64)
-    assert (a + "42" + b + "f" * 64 + c + canonical_timestamp(now) + d).encode() == full
+def test_chained_event_keeps_the_recorded_payload():
+    record_event(7, actor=Actor(type="user", id="u-9", ip="10.1.2.3", name="bob"), context={"k": [1, "x"]})
+    pending = PendingAuditEvent.objects.get()
+    audit_seal()
+    event = AuditEvent.objects.get()
+    for field in ("event_id", "timestamp", "event_type", "action", "result", "resource_type", "resource_id"):
+        assert getattr(event, field) == getattr(pending, field), field
+    assert (event.actor_id, event.actor_ip, event.context) == ("u-9", "10.1.2.3", {"k": [1, "x"]})
 
 
 @pytest.mark.postgres

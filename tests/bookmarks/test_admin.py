@@ -2,9 +2,9 @@
 
 import pytest
 
-from audit.models import AuditEvent
 from bookmarks.models import Bookmark, ResumeToken
 from identity.models import User
+from tests.audit_log import chained_events
 from tests.bookmarks.factories import suspended, token_for
 
 pytestmark = pytest.mark.django_db
@@ -29,7 +29,7 @@ def test_revoke_action_revokes_and_audits(staff_client):
     run_action(staff_client, CHANGELIST, "revoke_bookmarks", bookmark.pk)
     bookmark.refresh_from_db()
     assert bookmark.status == "revoked"
-    event = AuditEvent.objects.get(event_type="bookmark.revoked", resource_id=str(bookmark.pk))
+    event = chained_events().get(event_type="bookmark.revoked", resource_id=str(bookmark.pk))
     assert event.actor_type == "user"
 
 
@@ -42,7 +42,7 @@ def test_clear_soft_block_action_lets_the_token_resume_again(staff_client, clien
     run_action(staff_client, CHANGELIST, "clear_soft_blocks", bookmark.pk)
     bookmark.refresh_from_db()
     assert not bookmark.soft_blocked and bookmark.failure_count == 0
-    assert AuditEvent.objects.filter(event_type="bookmark.soft_block_cleared", resource_id=str(bookmark.pk)).exists()
+    assert chained_events().filter(event_type="bookmark.soft_block_cleared", resource_id=str(bookmark.pk)).exists()
     assert client.post(url, {}, content_type="application/json").status_code == 200
 
 

@@ -7,9 +7,9 @@ import urllib.request
 
 import pytest
 
-from audit.models import AuditEvent
 from bookmarks.models import Bookmark
 from bookmarks.services import resume_token_issue
+from tests.audit_log import chained_events
 from tests.bookmarks.factories import OPERATOR, approval_document, start_instance
 from tests.conftest import wait_until
 from workflows.models import ActivityExecution, WorkflowInstance
@@ -67,6 +67,6 @@ def test_twenty_simultaneous_resumes_give_one_200_and_nineteen_404(bookmarks_wor
     assert final.variables["decision"] == winning_input
     bookmark.refresh_from_db()
     assert bookmark.status == "consumed" and bookmark.resume_count == 1
-    attempts = AuditEvent.objects.filter(event_type="bookmark.resume", resource_id=str(bookmark.pk))
+    attempts = chained_events().filter(event_type="bookmark.resume", resource_id=str(bookmark.pk))
     assert attempts.filter(result="success").count() == 1
     assert attempts.filter(result="failure", context__reason="bookmark_consumed").count() == CONCURRENCY - 1

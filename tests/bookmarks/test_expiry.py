@@ -5,9 +5,9 @@ import datetime as dt
 import pytest
 from django.utils import timezone
 
-from audit.models import AuditEvent
 from bookmarks.models import Bookmark, ResumeToken
 from bookmarks.tasks import bookmarks_expire_due, expire_due, resume_tokens_prune
+from tests.audit_log import chained_events
 from tests.bookmarks.factories import (
     approval_document,
     linear,
@@ -61,7 +61,7 @@ def test_on_expiry_fault_faults_the_instance():
     assert "expired" in instance.fault_message
     execution = ActivityExecution.objects.get(instance=instance, activity_id="approve")
     assert execution.status == "Faulted"
-    assert AuditEvent.objects.filter(event_type="bookmark.expired", resource_id=str(bookmark.pk)).count() == 1
+    assert chained_events().filter(event_type="bookmark.expired", resource_id=str(bookmark.pk)).count() == 1
 
 
 def test_on_expiry_timeout_takes_the_timeout_outcome():
@@ -84,7 +84,7 @@ def test_expired_bookmark_refuses_resume_and_expiry_is_idempotent(client):
     assert response.status_code == 404
     assert expire_due()["expired"] == 1
     assert expire_due()["expired"] == 0
-    assert AuditEvent.objects.filter(event_type="bookmark.expired").count() == 1
+    assert chained_events().filter(event_type="bookmark.expired").count() == 1
 
 
 def test_a_resume_through_the_engine_burns_the_auto_burn_bookmark():

@@ -2,9 +2,9 @@
 
 import pytest
 
-from audit.models import AuditEvent
 from bookmarks.models import Bookmark
 from bookmarks.services import bookmarks_invalidate
+from tests.audit_log import chained_events
 from tests.bookmarks.factories import linear, run_in_process, start_instance, suspended
 from tests.workflows.factories import ACTOR
 from workflows.services import workflow_instance_cancel
@@ -29,7 +29,7 @@ def test_cancel_invalidates_every_active_bookmark_with_one_audit_event_each():
     assert len(bookmarks) == 2
     assert {b.status for b in bookmarks} == {"invalidated"}
     assert all(b.invalidated_at is not None for b in bookmarks)
-    events = AuditEvent.objects.filter(event_type="bookmark.invalidated", context__instance_id=str(instance.pk))
+    events = chained_events().filter(event_type="bookmark.invalidated", context__instance_id=str(instance.pk))
     assert sorted(e.resource_id for e in events) == sorted(str(b.pk) for b in bookmarks)
     assert {e.context["reason"] for e in events} == {"instance_cancelled"}
 
@@ -41,4 +41,4 @@ def test_an_instance_without_active_bookmarks_invalidates_nothing():
     bookmark.refresh_from_db()
     assert bookmark.status == "consumed"
     assert bookmark.invalidated_at is None
-    assert not AuditEvent.objects.filter(event_type="bookmark.invalidated", resource_id=str(bookmark.pk)).exists()
+    assert not chained_events().filter(event_type="bookmark.invalidated", resource_id=str(bookmark.pk)).exists()

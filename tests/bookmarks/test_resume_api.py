@@ -12,6 +12,7 @@ from audit.models import AuditEvent
 from bookmarks.models import Bookmark
 from bookmarks.services import bookmark_revoke, resume_token_revoke
 from bookmarks.tokens import ResumeTokenPayload, resume_token_encode
+from tests.audit_log import chained_events
 from tests.bookmarks.factories import (
     OPERATOR,
     approval_document,
@@ -46,7 +47,7 @@ def get(client, token, value=None, **extra):
 
 
 def last_resume_event() -> AuditEvent:
-    return AuditEvent.objects.filter(event_type="bookmark.resume").order_by("-id").first()
+    return chained_events().filter(event_type="bookmark.resume").order_by("-id").first()
 
 
 # --- 200 ---------------------------------------------------------------------------------------
@@ -188,7 +189,7 @@ def test_cancelled_instance_invalidates_its_bookmarks_and_their_tokens_are_404(c
     assert bookmark.status == "invalidated"
     assert post(client, issued.token).status_code == 404
     assert last_resume_event().context["reason"] == "bookmark_invalidated"
-    invalidated = AuditEvent.objects.get(event_type="bookmark.invalidated", resource_id=str(bookmark.pk))
+    invalidated = chained_events().get(event_type="bookmark.invalidated", resource_id=str(bookmark.pk))
     assert invalidated.context["reason"] == "instance_cancelled"
 
 
@@ -312,7 +313,7 @@ def test_rate_limit_per_client_ip_is_429_before_any_token_check(client, settings
     assert bookmark.status == "active"
     # Another client is not affected.
     assert post(client, issued.token, REMOTE_ADDR="10.200.0.1").status_code == 200
-    refusals = AuditEvent.objects.filter(event_type="bookmark.resume", actor_ip=addr, context__reason="rate_limited")
+    refusals = chained_events().filter(event_type="bookmark.resume", actor_ip=addr, context__reason="rate_limited")
     assert refusals.count() == 1  # the first refusal of the window, not the flood after it
 
 
@@ -354,7 +355,7 @@ def test_repeated_bad_input_soft_blocks_the_token_until_cleared(client, settings
     blocked = post(client, issued.token, {"approved": True})
     assert blocked.status_code == 429
     assert blocked.json()["error"]["code"] == "soft_blocked"
-    blocks = AuditEvent.objects.filter(event_type="bookmark.soft_blocked", resource_id=str(bookmark.pk))
+    blocks = chained_events().filter(event_type="bookmark.soft_blocked", resource_id=str(bookmark.pk))
     assert blocks.count() == 1
     bookmark.refresh_from_db()
     assert bookmark.soft_blocked and bookmark.failure_count == 3
@@ -398,11 +399,11 @@ def test_non_burning_bookmark_answers_409_while_its_workflow_has_not_come_back(c
 def test_every_attempt_is_audited_with_fingerprint_ip_and_user_agent_never_the_token(client):
     instance, bookmark = suspended()
     issued = token_for(bookmark)
-    before = AuditEvent.objects.count()
+    before = chained_events().count()
     ok = post(client, issued.token, {"a": 1}, REMOTE_ADDR="198.51.100.7", HTTP_USER_AGENT="approver/1.0")
     again = post(client, issued.token, {"a": 1}, REMOTE_ADDR="198.51.100.7", HTTP_USER_AGENT="approver/1.0")
     assert (ok.status_code, again.status_code) == (200, 404)
-    events = list(AuditEvent.objects.filter(event_type="bookmark.resume", id__gt=before).order_by("id"))
+    events = list(chained_events().filter(event_type="bookmark.resume", id__gt=before).order_by("id"))
     assert [e.result for e in events] == ["success", "failure"]
     for event in events:
         assert event.actor_type == "anonymous"
@@ -411,5 +412,5 @@ def test_every_attempt_is_audited_with_fingerprint_ip_and_user_agent_never_the_t
         assert event.context["token_fingerprint"] == issued.record.fingerprint
         assert event.context["user_agent"] == "approver/1.0"
         assert event.context["instance_id"] == str(instance.pk)
-    stored = json.dumps(list(AuditEvent.objects.values("context", "metadata", "resource_id", "actor_id")), default=str)
+    stored = json.dumps(list(chained_events().values("context", "metadata", "resource_id", "actor_id")), default=str)
     assert issued.token not in stored

@@ -29,9 +29,9 @@ def _clean_identity_state(request):
 
 
 def audit_events(event_type: str):
-    from audit.models import AuditEvent
+    from tests.audit_log import chained_events
 
-    return list(AuditEvent.objects.filter(event_type=event_type).order_by("id"))
+    return list(chained_events().filter(event_type=event_type).order_by("id"))
 
 
 def event_text(event) -> str:

@@ -67,10 +67,10 @@ def test_role_form_offers_known_permission_strings(client, staff):
 
 
 def test_admin_role_save_is_audited_as_config_changed(client, staff):
-    from audit.models import AuditEvent
+    from tests.audit_log import chained_events
 
     client.post("/admin/identity/role/add/", {"name": "audited", "description": "", "permissions": ["read:user"]})
-    event = AuditEvent.objects.filter(event_type="config.changed", resource_type="role").latest("id")
+    event = chained_events().filter(event_type="config.changed", resource_type="role").latest("id")
     assert "permissions" in event.context["fields"]
 
 

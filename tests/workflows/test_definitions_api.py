@@ -2,7 +2,7 @@
 
 import pytest
 
-from audit.models import AuditEvent
+from tests.audit_log import chained_events
 from tests.identity.factories import principal_headers
 from tests.workflows.factories import five_step_document, linear
 from workflows.models import WorkflowDefinition
@@ -39,7 +39,7 @@ def test_create_stores_a_draft_version_and_audits_it(api_client, headers):
     body = create(api_client, headers)
     assert body["status"] == "Draft" and body["latest_version"] == 1 and body["published_version"] is None
     assert body["document"]["name"] == "five-steps"
-    assert AuditEvent.objects.filter(event_type="workflow.definition.created", resource_id=body["id"]).exists()
+    assert chained_events().filter(event_type="workflow.definition.created", resource_id=body["id"]).exists()
 
 
 def test_invalid_document_lists_every_problem_with_a_pointer(api_client, headers):
@@ -134,7 +134,7 @@ def test_put_creates_a_new_draft_while_the_published_version_keeps_running(api_c
     published = api_client.post(f"{url}/publish", format="json", **headers).json()
     assert published["published_version"] == 2
     assert [v["status"] for v in published["versions"]] == ["Superseded", "Published"]
-    types = set(AuditEvent.objects.filter(resource_id=created["id"]).values_list("event_type", flat=True))
+    types = set(chained_events().filter(resource_id=created["id"]).values_list("event_type", flat=True))
     assert {"workflow.definition.updated", "workflow.definition.published"} <= types
 
 
@@ -146,7 +146,7 @@ def test_retract_stops_new_instances(api_client, headers):
     response = api_client.post(f"{url}/execute", {"input": {"amount": 1}}, format="json", **headers)
     assert response.status_code == 409
     assert api_client.post(f"{url}/retract", format="json", **headers).status_code == 409
-    assert AuditEvent.objects.filter(event_type="workflow.definition.retracted", resource_id=created["id"]).exists()
+    assert chained_events().filter(event_type="workflow.definition.retracted", resource_id=created["id"]).exists()
 
 
 def test_delete_with_a_live_instance_is_refused(api_client, headers):
@@ -162,7 +162,7 @@ def test_delete_removes_an_unused_definition(api_client, headers):
     created = create(api_client, headers)
     assert api_client.delete(f"{URL}/{created['id']}", **headers).status_code == 204
     assert api_client.get(f"{URL}/{created['id']}", **headers).status_code == 404
-    assert AuditEvent.objects.filter(event_type="workflow.definition.deleted", resource_id=created["id"]).exists()
+    assert chained_events().filter(event_type="workflow.definition.deleted", resource_id=created["id"]).exists()
 
 
 def test_list_is_paginated_and_filtered(api_client, headers):

@@ -6,8 +6,8 @@ import threading
 import pytest
 from django.db import connection
 
-from audit.models import AuditEvent
 from elsa_site.errors import Conflict, InvalidInput
+from tests.audit_log import chained_events
 from tests.workflows.factories import ACTOR, five_step_document, linear, published
 from workflows import runtime, signals
 from workflows.activities.base import _REGISTRY, Activity, Done, Reschedule, register_activity
@@ -201,7 +201,8 @@ def test_lifecycle_is_audited_and_signalled_in_order():
             getattr(signals, name).disconnect(dispatch_uid=f"test-{name}")
     assert seen == ["instance_suspended", "instance_resumed", "instance_finished"]
     events = list(
-        AuditEvent.objects.filter(resource_type="workflow-instance", resource_id=str(instance.pk))
+        chained_events()
+        .filter(resource_type="workflow-instance", resource_id=str(instance.pk))
         .order_by("id")
         .values_list("event_type", "actor_type")
     )

@@ -32,3 +32,18 @@ class Command(BaseCommand):
             sys.exit(1)
         head = f", head #{result.head_id}" if result.head_id else ""
         self.stdout.write(f"audit chain OK ({source}): {result.total_checked} events verified{head} in {elapsed:.3f}s")
+        if not options["file"]:
+            self._report_pending()
+
+    def _report_pending(self) -> None:
+        # Recorded but not chained yet: normal for a moment after a commit; a backlog that stays
+        # means chaining fails (see the error log) and the audit.seal sweep is not running.
+        from django.utils import timezone
+
+        from audit.models import PendingAuditEvent
+
+        oldest = PendingAuditEvent.objects.order_by("id").values_list("timestamp", flat=True).first()
+        if oldest is not None:
+            count = PendingAuditEvent.objects.count()
+            age = (timezone.now() - oldest).total_seconds()
+            self.stdout.write(f"{count} recorded events not chained yet (oldest recorded {age:.0f}s ago)")

@@ -3,7 +3,7 @@
 import pytest
 from django.contrib.auth import get_user_model
 
-from audit.models import AuditEvent
+from tests.audit_log import chained_events
 from tests.workflows.executors.servers import serve
 from workflows.executors.credentials import executor_secrets
 from workflows.executors.models import Executor
@@ -58,7 +58,7 @@ def test_saving_with_the_masked_value_keeps_the_secret_and_audits(admin_client, 
     executor.refresh_from_db()
     assert executor.description == "changed"
     assert executor_secrets(executor) == {"token": SECRET}
-    event = AuditEvent.objects.filter(event_type="config.changed", resource_id=str(executor.pk)).latest("id")
+    event = chained_events().filter(event_type="config.changed", resource_id=str(executor.pk)).latest("id")
     assert event.context["via"] == "admin" and "description" in event.context["fields"]
     assert SECRET not in str(event.context)
 
@@ -119,5 +119,5 @@ def test_adding_an_internal_executor_in_the_admin(admin_client):
     ]
     assert executor_secrets(executor) == {"password": "svc-password-0001"}
     assert "svc-password" not in executor.auth_secrets_encrypted
-    event = AuditEvent.objects.get(event_type="config.changed", resource_id=str(executor.pk))
+    event = chained_events().get(event_type="config.changed", resource_id=str(executor.pk))
     assert event.action == "created" and "internal" in event.context["fields"]

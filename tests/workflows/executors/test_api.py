@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from audit.models import AuditEvent
+from tests.audit_log import chained_events
 from tests.identity.factories import principal_headers
 from tests.workflows.executors.servers import OidcIssuer, serve
 from workflows.executors.credentials import executor_secrets
@@ -87,7 +87,7 @@ def test_patch_replaces_a_secret_and_audits_field_names_only(api_client):
     response = api_client.patch(f"{URL}/{executor_id}", {"authentication": new}, format="json", **headers)
     assert response.status_code == 200
     assert executor_secrets(Executor.objects.get(pk=executor_id)) == {"key": "sk_live_new_secret_value_7777"}
-    event = AuditEvent.objects.filter(event_type="config.changed", resource_id=executor_id).latest("id")
+    event = chained_events().filter(event_type="config.changed", resource_id=executor_id).latest("id")
     assert event.action == "updated"
     assert "auth_secrets_encrypted" in event.context["fields"]
     assert "sk_live" not in json.dumps([event.context, event.metadata])
@@ -98,7 +98,8 @@ def test_create_and_delete_are_audited(api_client):
     response = api_client.delete(f"{URL}/{executor_id}", **principal_headers("delete:executors"))
     assert response.status_code == 204
     actions = list(
-        AuditEvent.objects.filter(event_type="config.changed", resource_id=executor_id)
+        chained_events()
+        .filter(event_type="config.changed", resource_id=executor_id)
         .order_by("id")
         .values_list("action", flat=True)
     )
@@ -174,7 +175,7 @@ def test_test_connection_reports_accepted_credentials(api_client, make_executor)
         bad = make_executor(server.url, authentication={"type": "bearer", "config": {"token": "wrong"}})
         result = api_client.post(f"{URL}/{bad.pk}/test", **headers).json()
     assert result["ok"] is False and "refused the credentials" in result["error"]
-    event = AuditEvent.objects.filter(action="test_connection").latest("id")
+    event = chained_events().filter(action="test_connection").latest("id")
     assert event.event_type == "executor.call" and event.result == "failure"
 
 

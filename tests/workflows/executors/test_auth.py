@@ -102,14 +102,14 @@ def test_response_body_over_the_limit_is_dropped(make_executor, actor, settings)
 
 
 def test_every_call_is_audited_without_credentials_or_bodies(make_executor, actor):
-    from audit.models import AuditEvent
+    from tests.audit_log import chained_events
 
     with serve(guarded(lambda r: r.headers.get("authorization") == "Bearer audit-secret-token")) as server:
         executor = make_executor(
             server.url, authentication={"type": "bearer", "config": {"token": "audit-secret-token"}}
         )
         executor_call(executor=executor, endpoint="analyze", body={"card": "4111"}, attempt=2, actor=actor)
-    event = AuditEvent.objects.filter(event_type="executor.call").latest("id")
+    event = chained_events().filter(event_type="executor.call").latest("id")
     assert event.resource_id == str(executor.pk)
     assert event.metadata["executor"] == executor.name
     assert event.metadata["endpoint"] == "analyze"

@@ -214,7 +214,7 @@ def test_without_a_shared_cache_the_state_lives_in_the_database(make_executor, s
 def test_a_call_refused_by_the_open_circuit_is_audited_and_sends_nothing(make_executor, actor):
     import time
 
-    from audit.models import AuditEvent
+    from tests.audit_log import chained_events
 
     with serve(lambda r: (200, {}, {})) as server:
         executor = make_executor(server.url)
@@ -222,7 +222,7 @@ def test_a_call_refused_by_the_open_circuit_is_audited_and_sends_nothing(make_ex
         with pytest.raises(CircuitOpenError, match="Circuit breaker open for executor"):
             executor_call(executor=executor, endpoint="analyze", actor=actor)
         assert server.count() == 0
-    event = AuditEvent.objects.filter(event_type="executor.call").latest("id")
+    event = chained_events().filter(event_type="executor.call").latest("id")
     assert event.result == "failure"
     assert (event.metadata["breaker_state"], event.metadata["error"]) == ("open", "circuit_open")
 

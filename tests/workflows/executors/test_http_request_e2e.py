@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from audit.models import AuditEvent
+from tests.audit_log import chained_events
 from tests.conftest import wait_until
 from tests.workflows.executors.servers import serve
 from workflows.executors.breaker import INITIAL, OPEN, CircuitBreaker
@@ -115,7 +115,7 @@ def test_transient_failures_are_retried_until_success(run, make_executor):
     runs = executions(instance.pk)
     assert [r[0] for r in runs] == ["Rescheduled", "Rescheduled", "Rescheduled", "Completed"]
     assert "attempt 1 of 5" in runs[0][2]
-    attempts = AuditEvent.objects.filter(event_type="executor.call", resource_id=str(executor.pk)).order_by("id")
+    attempts = chained_events().filter(event_type="executor.call", resource_id=str(executor.pk)).order_by("id")
     assert [(e.metadata["attempt"], e.metadata["status"]) for e in attempts] == [(0, 503), (1, 502), (2, 429), (3, 200)]
 
 

@@ -1,0 +1,73 @@
+"""Chaining after commit: recorded events reach the chain when their transaction commits."""
+
+import logging
+
+import psycopg
+import pytest
+from django.conf import settings
+from django.db import connection, transaction
+
+from audit.actors import Actor
+from audit.models import AuditEvent, PendingAuditEvent
+from audit.services import CHAIN_LOCK_KEY, audit_record
+from audit.tasks import audit_seal_pending
+from audit.verification import verify_chain
+from identity.models import User
+
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+
+
+def _record(number: int) -> None:
+    audit_record(event_type="test.sealed", action="recorded", actor=Actor.system(), context={"n": number})
+
+
+def test_events_are_chained_when_their_transaction_commits():
+    with transaction.atomic():
+        _record(1)
+        _record(2)
+        assert AuditEvent.objects.count() == 0  # not before the commit
+    assert PendingAuditEvent.objects.count() == 0
+    assert [e.context["n"] for e in AuditEvent.objects.order_by("id")] == [1, 2]
+    assert verify_chain().is_valid
+
+
+def test_outside_a_transaction_the_event_is_chained_at_once():
+    _record(1)
+    assert AuditEvent.objects.get().context == {"n": 1}
+
+
+def test_a_rolled_back_savepoint_does_not_cancel_chaining_of_later_events():
+    with transaction.atomic():
+        with pytest.raises(RuntimeError), transaction.atomic():
+            _record(1)
+            raise RuntimeError("the inner step fails")
+        _record(2)
+    assert PendingAuditEvent.objects.count() == 0
+    assert [e.context["n"] for e in AuditEvent.objects.all()] == [2]
+
+
+def test_events_a_failed_chaining_left_pending_are_chained_by_the_sweep(settings, caplog):
+    settings.ELSA_AUDIT_SEAL_LOCK_TIMEOUT_MS = 200
+    db = settings.DATABASES["default"]
+    with psycopg.connect(
+        host=db["HOST"], port=db["PORT"], user=db["USER"], dbname=connection.settings_dict["NAME"], autocommit=True
+    ) as blocker:
+        # A stuck sealer holds the chain lock: the action still commits, its event stays pending.
+        blocker.execute("SELECT pg_advisory_lock(%s)", [CHAIN_LOCK_KEY])
+        with caplog.at_level(logging.ERROR, logger="elsa.audit"), transaction.atomic():
+            User.objects.create(username="committed")
+            _record(1)
+        assert User.objects.filter(username="committed").exists()
+        assert PendingAuditEvent.objects.count() == 1
+        assert AuditEvent.objects.count() == 0
+        assert "periodic sweep will retry" in caplog.text
+        blocker.execute("SELECT pg_advisory_unlock(%s)", [CHAIN_LOCK_KEY])
+    assert audit_seal_pending() == 1
+    assert AuditEvent.objects.get().context == {"n": 1}
+    assert verify_chain().is_valid
+
+
+def test_the_sweep_is_scheduled():
+    schedule = settings.CELERY_BEAT_SCHEDULE["audit-seal"]
+    assert schedule["task"] == "audit.seal"
+    assert schedule["schedule"] <= 60
