@@ -137,6 +137,31 @@ def canonical_event(
     return text.encode("ascii")
 
 
+# Stand-ins for the two values only known when an event is chained. NUL never survives JSON
+# encoding (it becomes \u0000), so a marker cannot collide with any encoded value.
+_ID, _PREVIOUS = "\x00id\x00", "\x00previous\x00"
+
+
+def canonical_parts(*, timestamp, **fields) -> tuple[str, str, str]:
+    """The canonical event split around its id and previous hash: (head, middle, tail) such that
+    head + str(id) + middle + previous_hash + tail == canonical_event(...), as ASCII text.
+
+    Computed when an event is recorded, so the chainer (Python or PostgreSQL) only concatenates
+    and hashes; verification recomputes every hash from the stored columns, so both must agree.
+    """
+    text = _fill_template(
+        id_text=_ID, previous_text=f'"{_PREVIOUS}"', timestamp_text=_quote(canonical_timestamp(timestamp)), **fields
+    )
+    head, rest = text.split(_ID)
+    middle, tail = rest.split(_PREVIOUS)
+    return head, middle, tail
+
+
+def hash_parts(head: str, middle: str, tail: str, *, id: int, previous_hash: str) -> str:  # noqa: A002
+    """SHA-256 (hex) of the canonical event assembled from its parts."""
+    return hashlib.sha256(f"{head}{id}{middle}{previous_hash}{tail}".encode("ascii")).hexdigest()
+
+
 def compute_hash(**fields) -> str:
     """SHA-256 (hex) over the canonical serialization of every field plus the previous hash."""
     return hashlib.sha256(canonical_event(**fields)).hexdigest()

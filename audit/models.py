@@ -127,6 +127,12 @@ class PendingAuditEvent(AppendOnlyModel):
     actor_ip = models.CharField(max_length=45, blank=True, default="")
     context = models.JSONField(default=dict, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
+    # The canonical serialization (audit.chain.canonical_parts) around the two values the chainer
+    # fills in, the id and the previous hash: chaining is then concatenation and SHA-256, done by
+    # PostgreSQL in one statement (function audit_chain_pending, migration 0002).
+    canonical_head = models.TextField()
+    canonical_middle = models.TextField()
+    canonical_tail = models.TextField()
 
     class Meta:
         ordering = ["id"]

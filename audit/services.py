@@ -11,12 +11,15 @@ from django.utils import timezone
 from audit.actors import Actor
 from audit.chain import (
     GENESIS_HASH,
+    canonical_parts,
     canonical_timestamp,
     checkpoint_signature,
-    compute_hash,
+    hash_parts,
+    json_value,
     normalize_json,
     safe_text,
 )
+from audit.chainer import chainer
 from audit.models import AuditCheckpoint, AuditEvent, PendingAuditEvent
 from elsa_site.errors import InvalidInput
 
@@ -47,33 +50,28 @@ _PAYLOAD = (
     "context",
     "metadata",
 )
+_PARTS = ("canonical_head", "canonical_middle", "canonical_tail")
+_PENDING = (*_PAYLOAD, *_PARTS)
 _CHAINED = ("id", *_PAYLOAD, "previous_hash", "hash")
 
 
-def _lock_chain(*, timeout_ms: int | None = None) -> None:
+def _lock_chain() -> None:
     """Take the chain lock for the rest of the current transaction, so chaining never forks.
 
     PostgreSQL: a transaction-level advisory lock, held until that transaction commits or rolls
-    back. The next sealer gets it only after that commit, and in READ COMMITTED its next
-    statement (the head read) sees the committed head. This serializes sealers across processes
-    and hosts sharing the database.
+    back. The next chainer gets it only after that commit, and in READ COMMITTED its next
+    statement (the head read) sees the committed head. This serializes chainers across processes
+    and hosts sharing the database (audit_chain_pending() takes the same lock).
 
     SQLite: the settings open every transaction with BEGIN IMMEDIATE, which already takes the
-    database's single write lock before the head is read, so sealers are serialized there too.
+    database's single write lock before the head is read, so chainers are serialized there too.
 
     Either way, the unique primary key (head + 1) and unique previous_hash make a fork impossible
-    to commit even if this lock were bypassed: the second sealer would fail, never fork.
+    to commit even if this lock were bypassed: the second chainer would fail, never fork.
     """
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            if timeout_ms is None:
-                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CHAIN_LOCK_KEY])
-            else:
-                # One round trip; the timeout ends with the transaction (a stuck sealer makes
-                # this one give up and leave its events to the sweep, not hang a request).
-                cursor.execute(
-                    "SET LOCAL lock_timeout = %s; SELECT pg_advisory_xact_lock(%s)", [f"{timeout_ms}ms", CHAIN_LOCK_KEY]
-                )
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CHAIN_LOCK_KEY])
 
 
 def _chain_head() -> tuple[int, str]:
@@ -153,67 +151,112 @@ def _prepared(fields: list, values: dict) -> list:
     return [field.get_db_prep_save(values[field.name], connection) for field in fields]
 
 
+def _with_parts(values: dict) -> dict:
+    head, middle, tail = canonical_parts(**values)
+    return {**values, "canonical_head": head, "canonical_middle": middle, "canonical_tail": tail}
+
+
+# PostgreSQL: the statement audit_record sends, on psycopg's cursor directly. Django's cursor
+# wrapper and per-field preparation cost more CPU than the insert itself on a small machine, and
+# this runs for every audited action; values are bound by psycopg (uuid, timestamptz and text
+# natively, JSON as text cast to jsonb), never formatted into the SQL.
+_PG_INSERT_PENDING = (  # constant column names only
+    "INSERT INTO audit_pendingauditevent ("  # noqa: S608
+    + ", ".join(_PENDING)
+    + ") VALUES ("
+    + ", ".join("%s::jsonb" if name in ("context", "metadata") else "%s" for name in _PENDING)
+    + ")"
+)
+
+
+def _pg_execute(sql: str, params: list):
+    """Run one statement on the raw psycopg connection; errors surface as Django's, as elsewhere."""
+    connection.ensure_connection()
+    with connection.wrap_database_errors, connection.connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone() if cursor.description else None
+
+
 def _insert_pending(values: dict) -> None:
-    sql, fields = _insert_sql(PendingAuditEvent, _PAYLOAD)
+    if connection.vendor == "postgresql":
+        params = [json_value(values[name]) if name in ("context", "metadata") else values[name] for name in _PENDING]
+        _pg_execute(_PG_INSERT_PENDING, params)
+        return
+    sql, fields = _insert_sql(PendingAuditEvent, _PENDING)
     with connection.cursor() as cursor:
         cursor.execute(sql, _prepared(fields, values))
 
 
 def _append_chained(events: list[dict], head: tuple[int, str]) -> list[dict]:
-    """Give each payload the next id, link and hash after `head`, and insert them; chain lock held."""
+    """Give each event (payload and canonical parts) the next id, link and hash after `head`, and
+    insert them; the chain lock is held."""
     head_id, previous = head
     chained = []
     for values in events:
         head_id += 1
-        record = {**values, "id": head_id, "previous_hash": previous}
-        previous = compute_hash(**record)
-        record["hash"] = previous
-        chained.append(record)
+        digest = hash_parts(
+            values["canonical_head"],
+            values["canonical_middle"],
+            values["canonical_tail"],
+            id=head_id,
+            previous_hash=previous,
+        )
+        chained.append({**values, "id": head_id, "previous_hash": previous, "hash": digest})
+        previous = digest
     sql, fields = _insert_sql(AuditEvent, _CHAINED)
     with connection.cursor() as cursor:
         cursor.executemany(sql, [_prepared(fields, record) for record in chained])
     return chained
 
 
-def _seal_locked() -> int:
-    """Move every pending event visible now into the chain, oldest first; chain lock held."""
+def _chain_pending_portable() -> int:
+    """SQLite: what audit_chain_pending() does on PostgreSQL; the chain lock is held."""
     total = 0
     table = connection.ops.quote_name(PendingAuditEvent._meta.db_table)
     while True:
-        batch = list(PendingAuditEvent.objects.order_by("id").values_list("id", *_PAYLOAD)[:SEAL_BATCH])
+        batch = list(PendingAuditEvent.objects.order_by("id").values_list("id", *_PENDING)[:SEAL_BATCH])
         if not batch:
             return total
         with connection.cursor() as cursor:
             placeholders = ", ".join(["%s"] * len(batch))  # the ids are bound parameters
             cursor.execute(f"DELETE FROM {table} WHERE id IN ({placeholders})", [row[0] for row in batch])  # noqa: S608
-            if cursor.rowcount != len(batch):
-                # Only a sealer deletes pending rows, and it holds the chain lock: anything else
-                # deleted them, and chaining copies of rows that are gone would hide it.
-                raise RuntimeError("pending audit events vanished while being chained")
-        _append_chained([dict(zip(_PAYLOAD, row[1:], strict=True)) for row in batch], _chain_head())
+        _append_chained([dict(zip(_PENDING, row[1:], strict=True)) for row in batch], _chain_head())
         total += len(batch)
         if len(batch) < SEAL_BATCH:
             return total
 
 
-def audit_seal() -> int:
+def audit_seal(*, flush: bool = True) -> int:
     """Chain every pending event committed so far; returns how many were chained.
 
-    Waits for the chain lock, so when it returns, every event committed before the call is in
-    the chain (by this call or by the sealer that held the lock). Safe to run anywhere, any
-    number of times, concurrently: an empty pending table costs one short transaction.
+    Waits for the chain lock (at most ELSA_AUDIT_SEAL_LOCK_TIMEOUT_MS), so when it returns, every
+    event committed before the call is in the chain, chained by this call or by the chainer that
+    held the lock. Safe to run anywhere, any number of times, concurrently. On PostgreSQL it is one
+    statement (function audit_chain_pending of migration 0002): one round trip, one transaction
+    when called outside one, and an empty pending table costs almost nothing.
+
+    flush=False (the chainer thread and the sweep, outside any transaction): the chaining commit
+    does not wait for its WAL flush, so the chain lock is held for microseconds rather than a disk
+    flush. Nothing can be lost by it: the pending events were committed durably by their own
+    transactions, and a crash that loses an unflushed chaining also loses its deletes of them, so
+    they are chained again on recovery (only ids assigned in the last moments before a crash can
+    change). Within a transaction the caller's commit decides, and flush is ignored.
     """
+    timeout_ms = settings.ELSA_AUDIT_SEAL_LOCK_TIMEOUT_MS
+    if connection.vendor == "postgresql":
+        flush = flush or connection.in_atomic_block
+        (chained,) = _pg_execute(
+            "SELECT audit_chain_pending(%s, %s, %s, %s)", [CHAIN_LOCK_KEY, timeout_ms, SEAL_BATCH, flush]
+        )
+        return chained
     with transaction.atomic():
-        _lock_chain(timeout_ms=settings.ELSA_AUDIT_SEAL_LOCK_TIMEOUT_MS)
-        return _seal_locked()
+        _lock_chain()
+        return _chain_pending_portable()
 
 
 def _seal_after_commit() -> None:
-    try:
-        audit_seal()
-    except Exception:  # noqa: BLE001 - the action has committed and its events are stored
-        # Pending events are durable: the periodic sweep (audit.seal) chains them later.
-        logger.exception("audit events could not be chained after commit; the periodic sweep will retry")
+    # The process's chainer thread chains them (audit.chainer), off this request or task.
+    chainer.notify()
 
 
 def _schedule_seal() -> None:
@@ -256,7 +299,7 @@ def audit_record(
     # savepoint=False: inside the caller's transaction a failed insert dooms that whole
     # transaction (fail closed: the caller cannot catch it and commit its change without the event).
     with transaction.atomic(savepoint=False):
-        _insert_pending(values)
+        _insert_pending(_with_parts(values))
         _schedule_seal()
 
 
@@ -269,7 +312,7 @@ def audit_checkpoint_create(*, actor: Actor | None = None) -> AuditCheckpoint | 
     nothing while the system is idle.
     """
     _lock_chain()
-    _seal_locked()
+    audit_seal()  # everything recorded so far, so the signed head covers it
     head = _chain_head()
     head_id, head_hash = head
     if head_id == 0:
@@ -286,7 +329,7 @@ def audit_checkpoint_create(*, actor: Actor | None = None) -> AuditCheckpoint | 
         context={"previous_head_id": head_id},
         metadata=None,
     )
-    (event,) = _append_chained([values], head)
+    (event,) = _append_chained([_with_parts(values)], head)
     created = timezone.now()
     checkpoint = AuditCheckpoint(
         event_id=event["id"],

@@ -14,4 +14,4 @@ def audit_checkpoint() -> int | None:
 @app.task(name="audit.seal")
 def audit_seal_pending() -> int:
     """Chain pending events a process left behind (killed between its commit and its own sealing)."""
-    return audit_seal()
+    return audit_seal(flush=False)

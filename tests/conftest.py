@@ -161,6 +161,16 @@ def _fresh_cache_database():
     cache.clear()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _audit_chainer_stopped_before_teardown(django_db_setup):
+    """The audit chainer thread of this process closes its connection before the test database is
+    dropped (transactional tests wake it; it holds a connection while it works)."""
+    yield
+    from audit.chainer import chainer
+
+    chainer.stop()
+
+
 @pytest.fixture(scope="session")
 def celery_worker_factory(django_db_setup, django_db_blocker, tmp_path_factory):
     """Start extra workers inside a test: `with celery_worker_factory() as worker: ...`."""

@@ -9,9 +9,10 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.transaction import TransactionManagementError
 from django.db.utils import OperationalError, ProgrammingError
+from django.utils import timezone
 
 from audit.actors import Actor
-from audit.chain import GENESIS_HASH, canonical_event
+from audit.chain import GENESIS_HASH, canonical_event, canonical_parts, hash_parts
 from audit.models import AppendOnlyError, AuditEvent, PendingAuditEvent
 from audit.services import CHAIN_LOCK_KEY, audit_record, audit_seal
 from audit.verification import verify_chain
@@ -259,3 +260,45 @@ def test_every_search_filter_column_is_indexed():
         constraints = connection.introspection.get_constraints(cursor, AuditEvent._meta.db_table)
     leading = {tuple(c["columns"])[0] for c in constraints.values() if c["index"] or c["primary_key"]}
     assert {"event_type", "action", "result", "resource_type", "actor_id", "timestamp", "id"} <= leading
+
+
+def test_canonical_parts_reassemble_the_canonical_event():
+    fields = {
+        "event_id": "3f1d2c4b-0000-4000-8000-000000000001",
+        "event_type": "t",
+        "action": 'a"b\\c\n',
+        "result": "success",
+        "resource_type": "",
+        "resource_id": "\u00e9\x01",
+        "actor_type": "system",
+        "actor_id": "x",
+        "actor_name": "ñ",
+        "actor_ip": "",
+        "context": {"z": [1, {"b": 2, "a": 1}]},
+        "metadata": {},
+    }
+    now = timezone.now()
+    head, middle, tail = canonical_parts(timestamp=now, **fields)
+    full = canonical_event(**fields, id=42, timestamp=now, previous_hash="f" * 64)
+    assert (head + "42" + middle + "f" * 64 + tail).encode() == full
+    assert hash_parts(head, middle, tail, id=42, previous_hash="f" * 64) == hashlib.sha256(full).hexdigest()
+
+
+@pytest.mark.postgres
+def test_python_and_postgresql_chaining_build_one_chain():
+    # SQLite chains in Python, PostgreSQL in the function audit_chain_pending(): interleaved,
+    # they give one chain that verification (Python, from the stored columns) accepts.
+    from audit.services import _chain_pending_portable, _lock_chain
+
+    record_event(1, context={"f": 0.5, "s": "é"})
+    with transaction.atomic():
+        _lock_chain()
+        assert _chain_pending_portable() == 1
+    record_event(2)
+    assert audit_seal() == 1
+    record_event(3)
+    with transaction.atomic():
+        _lock_chain()
+        assert _chain_pending_portable() == 1
+    assert list(AuditEvent.objects.values_list("id", flat=True)) == [1, 2, 3]
+    assert verify_chain().is_valid

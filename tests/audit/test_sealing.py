@@ -1,4 +1,4 @@
-"""Chaining after commit: recorded events reach the chain when their transaction commits."""
+"""Chaining after commit: the process's chainer thread chains events once their transaction commits."""
 
 import logging
 
@@ -13,6 +13,7 @@ from audit.services import CHAIN_LOCK_KEY, audit_record
 from audit.tasks import audit_seal_pending
 from audit.verification import verify_chain
 from identity.models import User
+from tests.conftest import wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -21,18 +22,25 @@ def _record(number: int) -> None:
     audit_record(event_type="test.sealed", action="recorded", actor=Actor.system(), context={"n": number})
 
 
+def _chained(count: int) -> None:
+    # Nothing in these tests chains but the chainer thread (no audit_seal() call before this).
+    wait_until(lambda: AuditEvent.objects.count() == count, timeout=10, message=f"{count} events chained")
+    assert PendingAuditEvent.objects.count() == 0
+
+
 def test_events_are_chained_when_their_transaction_commits():
     with transaction.atomic():
         _record(1)
         _record(2)
         assert AuditEvent.objects.count() == 0  # not before the commit
-    assert PendingAuditEvent.objects.count() == 0
+    _chained(2)
     assert [e.context["n"] for e in AuditEvent.objects.order_by("id")] == [1, 2]
     assert verify_chain().is_valid
 
 
-def test_outside_a_transaction_the_event_is_chained_at_once():
+def test_outside_a_transaction_the_event_is_chained_after_its_own_commit():
     _record(1)
+    _chained(1)
     assert AuditEvent.objects.get().context == {"n": 1}
 
 
@@ -42,8 +50,17 @@ def test_a_rolled_back_savepoint_does_not_cancel_chaining_of_later_events():
             _record(1)
             raise RuntimeError("the inner step fails")
         _record(2)
-    assert PendingAuditEvent.objects.count() == 0
+    _chained(1)
     assert [e.context["n"] for e in AuditEvent.objects.all()] == [2]
+
+
+def test_events_committed_while_the_chainer_works_are_chained_too():
+    # Many small transactions in a row: each commit wakes the chainer, most while it is busy.
+    for number in range(50):
+        _record(number)
+    _chained(50)
+    assert [e.context["n"] for e in AuditEvent.objects.order_by("id")] == list(range(50))
+    assert verify_chain().is_valid
 
 
 def test_events_a_failed_chaining_left_pending_are_chained_by_the_sweep(settings, caplog):
@@ -54,13 +71,14 @@ def test_events_a_failed_chaining_left_pending_are_chained_by_the_sweep(settings
     ) as blocker:
         # A stuck sealer holds the chain lock: the action still commits, its event stays pending.
         blocker.execute("SELECT pg_advisory_lock(%s)", [CHAIN_LOCK_KEY])
-        with caplog.at_level(logging.ERROR, logger="elsa.audit"), transaction.atomic():
-            User.objects.create(username="committed")
-            _record(1)
+        with caplog.at_level(logging.ERROR, logger="elsa.audit"):
+            with transaction.atomic():
+                User.objects.create(username="committed")
+                _record(1)
+            wait_until(lambda: "periodic sweep will retry" in caplog.text, timeout=10, message="chaining failed")
         assert User.objects.filter(username="committed").exists()
         assert PendingAuditEvent.objects.count() == 1
         assert AuditEvent.objects.count() == 0
-        assert "periodic sweep will retry" in caplog.text
         blocker.execute("SELECT pg_advisory_unlock(%s)", [CHAIN_LOCK_KEY])
     assert audit_seal_pending() == 1
     assert AuditEvent.objects.get().context == {"n": 1}
