@@ -41,3 +41,17 @@ def test_disabled_trigger_is_audit_e003():
         errors = check_append_only_triggers(None, databases=["default"])
     assert ids(errors) == ["audit.E003"]
     assert "audit_auditevent.audit_event_append_only" in errors[0].msg
+
+
+@pytest.mark.postgres
+def test_a_database_before_the_pending_table_migration_can_still_migrate(transactional_db):
+    # Upgrading from audit 0001: the pending table and its triggers do not exist yet, and the
+    # check (which `migrate` runs) must not refuse the migration that creates them.
+    from django.core.management import call_command
+
+    call_command("migrate", "audit", "0001", verbosity=0)
+    try:
+        assert check_append_only_triggers(None, databases=["default"]) == []
+    finally:
+        call_command("migrate", "audit", verbosity=0)
+    assert check_append_only_triggers(None, databases=["default"]) == []
