@@ -159,20 +159,67 @@ _MUTABLE = (
 )
 _JSON = {"variables", "secret_variables", "outputs", "state"}
 _EXECUTION_COLUMNS = ActivityExecution.RECORD_FIELDS
+
+
+def _cast(model, column: str) -> str:
+    # Server-side binding: a parameter in a SELECT list (the execution row below) takes its type
+    # from the value, and a NULL has none, so non-text columns get an explicit cast. Text columns
+    # keep the assignment's own length check (a cast to varchar(n) would truncate silently).
+    return _CASTS.get(model._meta.get_field(column).get_internal_type(), "")
+
+
+_CASTS = {
+    "JSONField": "::jsonb",
+    "DateTimeField": "::timestamptz",
+    "PositiveIntegerField": "::integer",
+    "IntegerField": "::integer",
+    "BigIntegerField": "::bigint",
+    "BooleanField": "::boolean",
+    "UUIDField": "::uuid",
+}
+
+
 # One round trip per step on PostgreSQL: the fenced update of the run state and the insert of the
 # ActivityExecution record, which only happens when the update matched (same revision).
-_SET = ", ".join(f"{c} = %s::jsonb" if c in _JSON else f"{c} = %s" for c in _MUTABLE)
-_ROW = ", ".join("%s::jsonb" if c == "output" else "%s" for c in _EXECUTION_COLUMNS)
 # Built from this module's constant column names only; every value is a query parameter.
-_PG_UPDATE = (
-    f"UPDATE workflows_workflowinstance SET {_SET} "  # noqa: S608
-    "FROM (SELECT set_config('synchronous_commit', %s, true)) AS durability WHERE id = %s AND revision = %s"
-)
-_PG_PERSIST = (
-    f"WITH upd AS ({_PG_UPDATE} RETURNING id) "  # noqa: S608
-    f"INSERT INTO workflows_activityexecution (instance_id, {', '.join(_EXECUTION_COLUMNS)}) "
-    f"SELECT upd.id, {_ROW} FROM upd RETURNING id"
-)
+_SET = ", ".join(f"{c} = %s{_cast(WorkflowInstance, c)}" for c in _MUTABLE)
+_ROW = ", ".join(f"%s{_cast(ActivityExecution, c)}" for c in _EXECUTION_COLUMNS)
+
+
+def _pg_update(durable: bool) -> str:
+    return (
+        f"UPDATE workflows_workflowinstance SET {_SET} "  # noqa: S608
+        f"FROM (SELECT set_config('synchronous_commit', '{'on' if durable else 'off'}', true)) AS durability "
+        "WHERE id = %s AND revision = %s"
+    )
+
+
+def _pg_persist(durable: bool) -> str:
+    return (
+        f"WITH upd AS ({_pg_update(durable)} RETURNING id) "  # noqa: S608
+        f"INSERT INTO workflows_activityexecution (instance_id, {', '.join(_EXECUTION_COLUMNS)}) "
+        f"SELECT upd.id, {_ROW} FROM upd"
+    )
+
+
+# (durable, with an execution record) -> statement.
+_PG_SAVE = {(durable, False): _pg_update(durable) for durable in (True, False)} | {
+    (durable, True): _pg_persist(durable) for durable in (True, False)
+}
+
+
+def _execute_raw(sql: str, params: list) -> int:
+    """Run one statement with server-side binding on Django's connection; returns the row count.
+
+    The engine's hottest statements skip Django's cursor wrapper and psycopg's client-side
+    quoting of every value (the values travel apart from the SQL text, as the protocol allows);
+    they still run in the caller's transaction and surface errors as Django's exceptions.
+    """
+    connection.validate_no_broken_transaction()
+    connection.ensure_connection()
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount
 
 
 def save_state(
@@ -193,15 +240,12 @@ def save_state(
     instance.updated_at = now
     instance.next_timer_at = next_timer(instance.state)
     if connection.vendor == "postgresql":
-        values = [json.dumps(getattr(instance, c)) if c in _JSON else getattr(instance, c) for c in _MUTABLE]
-        with connection.cursor() as cursor:
-            if execution is None:
-                cursor.execute(_PG_UPDATE, [*values, "on" if durable else "off", instance.pk, expected])
-                matched = cursor.rowcount == 1
-            else:
-                row = [json.dumps(execution[c]) if c == "output" else execution[c] for c in _EXECUTION_COLUMNS]
-                cursor.execute(_PG_PERSIST, [*values, "on" if durable else "off", instance.pk, expected, *row])
-                matched = cursor.fetchone() is not None
+        params = [json.dumps(getattr(instance, c)) if c in _JSON else getattr(instance, c) for c in _MUTABLE]
+        params += (instance.pk, expected)
+        if execution is not None:
+            params += (json.dumps(execution[c]) if c == "output" else execution[c] for c in _EXECUTION_COLUMNS)
+        # The update matches one row or none; the execution row is inserted only if it matched.
+        matched = _execute_raw(_PG_SAVE[durable, execution is not None], params) == 1
     else:
         matched = (
             WorkflowInstance.objects.filter(pk=instance.pk, revision=expected).update(
@@ -214,6 +258,29 @@ def save_state(
     if not matched:
         instance.revision = expected
         raise StaleInstance(str(instance.pk))
+
+
+_INSERT_FIELDS = [(f.attname, f.get_internal_type() == "JSONField") for f in WorkflowInstance._meta.concrete_fields]
+# Built from the model's own column names; every value is a query parameter.
+_PG_INSERT = (
+    f"INSERT INTO {WorkflowInstance._meta.db_table} "  # noqa: S608
+    f"({', '.join(f.column for f in WorkflowInstance._meta.concrete_fields)}) "
+    f"VALUES ({', '.join('%s' + _cast(WorkflowInstance, f.name) for f in WorkflowInstance._meta.concrete_fields)})"
+)
+
+
+def insert_instance(instance: WorkflowInstance) -> None:
+    """Insert a new instance: on PostgreSQL one prebuilt statement (Model.save compiles its INSERT anew each time)."""
+    if connection.vendor != "postgresql":
+        instance.save(force_insert=True)
+        return
+    params = [
+        json.dumps(getattr(instance, attname)) if is_json else getattr(instance, attname)
+        for attname, is_json in _INSERT_FIELDS
+    ]
+    _execute_raw(_PG_INSERT, params)
+    instance._state.adding = False
+    instance._state.db = connection.alias
 
 
 def send(task: str, args: list, **options) -> None:
@@ -360,8 +427,7 @@ def _release_run_lock(instance_id) -> None:
     if connection.vendor != "postgresql":
         return
     try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_unlock(%s)", [_run_lock_key(instance_id)])
+        _execute_raw("SELECT pg_advisory_unlock(%s)", [_run_lock_key(instance_id)])
     except (OperationalError, InterfaceError):
         pass  # the connection is gone, and the server released the lock with it
 

@@ -190,12 +190,12 @@ def workflow_definition_execute(
         updated_at=now,
     )
     if idempotency_key is None:
-        instance.save(force_insert=True)
+        runtime.insert_instance(instance)
     else:
         try:
             # A savepoint, so the race's loser can still read the winner in this transaction.
             with transaction.atomic():
-                instance.save(force_insert=True)
+                runtime.insert_instance(instance)
         except IntegrityError:
             existing = _idempotent_instance(actor, idempotency_key)
             if existing is None:

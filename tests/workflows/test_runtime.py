@@ -291,3 +291,42 @@ def test_activity_type_unregistered_after_publishing_faults_the_instance():
     instance.refresh_from_db()
     assert instance.status == "Faulted"
     assert instance.fault_message == "activity 'gone' has the unknown type 'TestVanishing'"
+
+
+def test_started_instance_is_stored_exactly_as_built():
+    document = linear(
+        {"id": "done", "type": "Finish"},
+        variables=[{"name": "amount"}, {"name": "token", "secret": True}],
+    )
+    started = workflow_definition_execute(
+        definition=published(document), input={"amount": 7, "token": "s3cret-value", "note": None}, actor=ACTOR
+    )
+    stored = WorkflowInstance.objects.get(pk=started.pk)
+    for field in WorkflowInstance._meta.concrete_fields:
+        assert getattr(stored, field.attname) == getattr(started, field.attname), field.name
+    assert stored.input == {"amount": 7, "token": "****", "note": None}
+    assert set(stored.secret_variables) == {"token"} and "s3cret" not in stored.secret_variables["token"]
+    assert not started._state.adding  # stored: a later save() updates the row
+
+
+def test_suspending_step_records_an_execution_with_no_finish_time_yet():
+    instance = run(linear({"id": "wait", "type": "Delay", "seconds": 3600}, {"id": "done", "type": "Finish"}))
+    assert instance.status == "Suspended" and instance.next_timer_at is not None
+    record = ActivityExecution.objects.get(instance=instance)
+    assert (record.activity_id, record.status, record.attempt, record.finished_at, record.output, record.outcome) == (
+        "wait",
+        "Suspended",
+        0,
+        None,
+        None,
+        "",
+    )
+
+
+def test_executions_are_found_by_instance_through_the_activity_index():
+    # The foreign key has no index of its own (one write less per activity run): the
+    # (instance_id, activity_id) index serves lookups by instance.
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT indexdef FROM pg_indexes WHERE tablename = %s", [ActivityExecution._meta.db_table])
+        by_instance = [row[0] for row in cursor.fetchall() if "(instance_id" in row[0]]
+    assert len(by_instance) == 1 and "(instance_id, activity_id)" in by_instance[0]
