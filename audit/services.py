@@ -21,6 +21,7 @@ from audit.chain import (
 )
 from audit.chainer import chainer
 from audit.models import AuditCheckpoint, AuditEvent, PendingAuditEvent
+from elsa_site.db import execute_bound
 from elsa_site.errors import InvalidInput
 
 logger = logging.getLogger("elsa.audit")
@@ -156,10 +157,10 @@ def _with_parts(values: dict) -> dict:
     return {**values, "canonical_head": head, "canonical_middle": middle, "canonical_tail": tail}
 
 
-# PostgreSQL: the statement audit_record sends, on psycopg's cursor directly. Django's cursor
-# wrapper and per-field preparation cost more CPU than the insert itself on a small machine, and
-# this runs for every audited action; values are bound by psycopg (uuid, timestamptz and text
-# natively, JSON as text cast to jsonb), never formatted into the SQL.
+# PostgreSQL: the statement audit_record sends, prepared once per connection and run through
+# elsa_site.db.execute_bound (Django's cursor wrapper, client-side quoting and per-field
+# preparation cost more CPU than the insert itself, for every audited action). Values are bound by
+# psycopg (uuid, timestamptz and text natively, JSON as text cast to jsonb).
 _PG_INSERT_PENDING = (  # constant column names only
     "INSERT INTO audit_pendingauditevent ("  # noqa: S608
     + ", ".join(_PENDING)
@@ -169,18 +170,10 @@ _PG_INSERT_PENDING = (  # constant column names only
 )
 
 
-def _pg_execute(sql: str, params: list):
-    """Run one statement on the raw psycopg connection; errors surface as Django's, as elsewhere."""
-    connection.ensure_connection()
-    with connection.wrap_database_errors, connection.connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchone() if cursor.description else None
-
-
 def _insert_pending(values: dict) -> None:
     if connection.vendor == "postgresql":
         params = [json_value(values[name]) if name in ("context", "metadata") else values[name] for name in _PENDING]
-        _pg_execute(_PG_INSERT_PENDING, params)
+        execute_bound(_PG_INSERT_PENDING, params, prepare=True)
         return
     sql, fields = _insert_sql(PendingAuditEvent, _PENDING)
     with connection.cursor() as cursor:
@@ -245,10 +238,11 @@ def audit_seal(*, flush: bool = True) -> int:
     timeout_ms = settings.ELSA_AUDIT_SEAL_LOCK_TIMEOUT_MS
     if connection.vendor == "postgresql":
         flush = flush or connection.in_atomic_block
-        (chained,) = _pg_execute(
+        _, row = execute_bound(
             "SELECT audit_chain_pending(%s, %s, %s, %s)", [CHAIN_LOCK_KEY, timeout_ms, SEAL_BATCH, flush]
         )
-        return chained
+        assert row is not None  # the function returns one row
+        return row[0]
     with transaction.atomic():
         _lock_chain()
         return _chain_pending_portable()

@@ -16,6 +16,7 @@ from django.utils import timezone
 from audit.actors import Actor
 from audit.services import audit_record
 from elsa_site.celery import app
+from elsa_site.db import execute_bound
 from workflows import signals
 from workflows.activities.base import (
     ActivityContext,
@@ -209,17 +210,8 @@ _PG_SAVE = {(durable, False): _pg_update(durable) for durable in (True, False)} 
 
 
 def _execute_raw(sql: str, params: list) -> int:
-    """Run one statement with server-side binding on Django's connection; returns the row count.
-
-    The engine's hottest statements skip Django's cursor wrapper and psycopg's client-side
-    quoting of every value (the values travel apart from the SQL text, as the protocol allows);
-    they still run in the caller's transaction and surface errors as Django's exceptions.
-    """
-    connection.validate_no_broken_transaction()
-    connection.ensure_connection()
-    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute(sql, params)
-        return cursor.rowcount
+    """Run one fixed engine statement (elsa_site.db.execute_bound); returns the row count."""
+    return execute_bound(sql, params)[0]
 
 
 def save_state(
@@ -406,7 +398,7 @@ def _lock_and_load(instance_id) -> tuple[bool, WorkflowInstance | None]:
 def _lock_and_load_query(instance_id, params: list) -> tuple[bool, tuple | None]:
     try:
         # ClientCursor: two statements in one query need the simple query protocol; it binds both
-        # values as escaped literals (psycopg's quoting), as audit.services does for its append.
+        # values as escaped literals (psycopg's quoting), never by string formatting here.
         with connection.wrap_database_errors, psycopg.ClientCursor(connection.connection) as cursor:
             cursor.execute(_PG_LOCK_AND_LOAD, params)
             row = cursor.fetchone()
