@@ -107,8 +107,9 @@ class ResumeView(APIView):
             services.resume_attempt_audit_failure(attempt=attempt, reason="get_disabled", status=405)
             raise exceptions.MethodNotAllowed("GET")
         result = services.bookmark_resume(attempt=attempt)
-        body = {"instance_id": str(result.instance.pk), "status": result.instance.status}
-        return Response(serializers.ResumeOut(body).data, headers=NO_STORE)
+        # The shape of serializers.ResumeOut (the schema), built directly: two strings need no serializer.
+        body = {"instance_id": str(result.instance.pk), "status": str(result.instance.status)}
+        return Response(body, headers=NO_STORE)
 
     @extend_schema(
         parameters=[

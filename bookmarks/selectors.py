@@ -92,17 +92,32 @@ def _token_lookup(alias: str, lock: bool) -> _TokenLookup:
     if lock and conn.features.has_select_for_update:
         # Only the bookmark row: the instance row is the engine's per-step lock (see below).
         sql += " FOR UPDATE OF b" if conn.features.has_select_for_update_of else " FOR UPDATE"
+    return _TokenLookup(
+        sql=sql,
+        bookmark_attnames=[f.attname for f in bookmark_fields],
+        instance_attnames=[f.attname for f in instance_fields],
+        converters=column_converters(conn, columns),
+    )
+
+
+def column_converters(conn, columns) -> list[list[tuple]]:
+    """For each selected (table alias, field), the (converter, expression) pairs Django's compiler applies."""
     converters = []
     for table, field in columns:
         expression = field.get_col(table)
         found = conn.ops.get_db_converters(expression) + expression.get_db_converters(conn)
         converters.append([(converter, expression) for converter in found])
-    return _TokenLookup(
-        sql=sql,
-        bookmark_attnames=[f.attname for f in bookmark_fields],
-        instance_attnames=[f.attname for f in instance_fields],
-        converters=converters,
-    )
+    return converters
+
+
+def converted_row(conn, row, converters: list[list[tuple]]) -> list:
+    """A fetched row's values as the ORM would load them (JSON decoded, datetimes aware, ...)."""
+    values = []
+    for value, pairs in zip(row, converters, strict=True):
+        for converter, expression in pairs:
+            value = converter(value, expression, conn)
+        values.append(value)
+    return values
 
 
 def _token_row(token_id: str, *, lock: bool) -> tuple[str, object, Bookmark] | None:
@@ -115,11 +130,7 @@ def _token_row(token_id: str, *, lock: bool) -> tuple[str, object, Bookmark] | N
         row = cursor.fetchone()
     if row is None:
         return None
-    values = []
-    for value, converters in zip(row, lookup.converters, strict=True):
-        for converter, expression in converters:
-            value = converter(value, expression, conn)
-        values.append(value)
+    values = converted_row(conn, row, lookup.converters)
     split = 2 + len(lookup.bookmark_attnames)
     bookmark = Bookmark.from_db(conn.alias, lookup.bookmark_attnames, values[2:split])
     instance = WorkflowInstance.from_db(conn.alias, lookup.instance_attnames, values[split:])

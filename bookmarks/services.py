@@ -1,6 +1,7 @@
 """Writes of the bookmarks app: create, issue tokens, resume, revoke, soft-block, expire, invalidate."""
 
 import datetime as dt
+import functools
 import uuid
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -14,7 +15,14 @@ from audit.actors import Actor
 from audit.services import audit_record
 from bookmarks.models import Bookmark, BookmarkStatus, OnExpiry, ResumeToken
 from bookmarks.resume_input import InputRejected, input_validate
-from bookmarks.selectors import bookmark_check_live, bookmark_for_token, gone, refused
+from bookmarks.selectors import (
+    bookmark_check_live,
+    bookmark_for_token,
+    column_converters,
+    converted_row,
+    gone,
+    refused,
+)
 from bookmarks.tokens import (
     ResumeTokenPayload,
     TokenExpired,
@@ -349,7 +357,12 @@ def bookmark_expire(*, bookmark_id, actor: Actor) -> Bookmark | None:
     applied = "none"  # nothing waits there any more: only the bookmark expires
     if instance is not None and bookmark.on_expiry == OnExpiry.TIMEOUT:
         workflow_instance_resume(
-            instance=instance, activity_id=bookmark.activity_id, outcome="Timeout", output=None, actor=actor
+            instance=instance,
+            activity_id=bookmark.activity_id,
+            outcome="Timeout",
+            output=None,
+            actor=actor,
+            locked=True,  # _waiting_instance read it under the row lock, in this transaction
         )
         applied = "timeout"
     elif instance is not None:
@@ -470,22 +483,67 @@ def bookmark_resume(*, attempt: ResumeAttempt) -> ResumeResult:
         raise
 
 
-def _save_fields(bookmark: Bookmark, fields: list[str]) -> None:
-    """bookmark.save(update_fields=fields) as one plain UPDATE: every resume runs it, and the ORM's
-    save() path (signals, query compilation) cost more CPU than the statement. No Bookmark signal
-    receivers exist; the values are prepared by each field, as save() prepares them."""
-    conn = connections[bookmark._state.db or DEFAULT_DB_ALIAS]
-    meta = Bookmark._meta
+@dataclass(frozen=True)
+class _BurnStatement:
+    sql: str
+    written: list  # the bookmark fields set, in the order of their parameters
+    instance_attnames: list[str]
+    converters: list[list[tuple]]
+
+
+@functools.cache
+def _burn_statement(alias: str, fields: tuple[str, ...]) -> _BurnStatement:
+    """`UPDATE bookmark SET fields` and `SELECT instance FOR UPDATE` as one statement, built once.
+
+    Every resume runs it: one round trip instead of two, and none of the ORM's save() and
+    select_for_update() compilation, which cost more CPU than the statements themselves.
+    """
+    conn = connections[alias]
     qn = conn.ops.quote_name
-    columns = [meta.get_field(name) for name in fields]
-    assignments = ", ".join(f"{qn(field.column)} = %s" for field in columns)
-    params = [field.get_db_prep_save(getattr(bookmark, field.attname), conn) for field in columns]
+    bookmark_meta, instance_meta = Bookmark._meta, WorkflowInstance._meta
+    written = [bookmark_meta.get_field(name) for name in fields]
+    instance_fields = list(instance_meta.concrete_fields)
+    assignments = ", ".join(f"{qn(field.column)} = %s" for field in written)
+    select = ", ".join(f"i.{qn(field.column)}" for field in instance_fields)
+    # Only quoted identifiers from the models' metadata are formatted in; every value is bound.
+    # A data-modifying WITH runs exactly once whether or not the SELECT reads it. The SELECT locks
+    # the instance row like select_for_update(): it waits for a concurrent cancel or step, then
+    # reads the row as that transaction left it.
+    sql = (
+        f"WITH burn AS (UPDATE {qn(bookmark_meta.db_table)} SET {assignments}"  # noqa: S608
+        f" WHERE {qn(bookmark_meta.pk.column)} = %s)"
+        f" SELECT {select} FROM {qn(instance_meta.db_table)} i"
+        f" WHERE i.{qn(instance_meta.pk.column)} = %s FOR UPDATE"
+    )
+    return _BurnStatement(
+        sql=sql,
+        written=written,
+        instance_attnames=[field.attname for field in instance_fields],
+        converters=column_converters(conn, [("i", field) for field in instance_fields]),
+    )
+
+
+def _burn_and_lock_instance(bookmark: Bookmark, fields: list[str]) -> WorkflowInstance | None:
+    """Write `fields` of the (locked) bookmark, then lock and read its instance; None if it is gone.
+
+    The bookmark row is locked first (bookmark_for_token), the instance row second: the lock order
+    described at the top of this module.
+    """
+    conn = connections[bookmark._state.db or DEFAULT_DB_ALIAS]
+    if conn.vendor != "postgresql":
+        Bookmark.objects.filter(pk=bookmark.pk).update(**{name: getattr(bookmark, name) for name in fields})
+        return WorkflowInstance.objects.select_for_update().filter(pk=bookmark.instance_id).first()
+    statement = _burn_statement(conn.alias, tuple(fields))
+    params = [field.get_db_prep_save(getattr(bookmark, field.attname), conn) for field in statement.written]
+    params.append(Bookmark._meta.pk.get_db_prep_value(bookmark.pk, conn))
+    params.append(WorkflowInstance._meta.pk.get_db_prep_value(bookmark.instance_id, conn))
     with conn.cursor() as cursor:
-        # Only quoted column names from the model's metadata are formatted in; values are bound.
-        cursor.execute(
-            f"UPDATE {qn(meta.db_table)} SET {assignments} WHERE {qn(meta.pk.column)} = %s",  # noqa: S608
-            [*params, meta.pk.get_db_prep_value(bookmark.pk, conn)],
-        )
+        cursor.execute(statement.sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    values = converted_row(conn, row, statement.converters)
+    return WorkflowInstance.from_db(conn.alias, statement.instance_attnames, values)
 
 
 @transaction.atomic
@@ -514,20 +572,23 @@ def _resume_locked(*, payload: ResumeTokenPayload, attempt: ResumeAttempt, fp: s
         fields += ["status", "consumed_at"]
     bookmark.resume_count += 1
     bookmark.last_resumed_at = now
-    _save_fields(bookmark, fields)
+    # Every check passed: only now is the instance row (the engine's per-step lock) taken.
+    instance = _burn_and_lock_instance(bookmark, fields)
+    if instance is None:
+        raise gone("bookmark_missing")
     actor = Actor.anonymous(attempt.client_ip)
     # The engine stores `data` in outputs.<activity id> and enqueues the continuation on commit,
     # so the burn, the resume and the audit event below commit (or roll back) together.
     resuming = _resuming_bookmark.set(str(bookmark.pk))
     try:
-        # The engine locks the instance and re-checks it; its own savepoint rolls back on refusal.
+        # locked=True: the engine re-checks the instance read under the lock above, without reading
+        # it again or taking a savepoint; any refusal rolls back this whole transaction.
         instance = workflow_instance_resume(
-            instance=peek, activity_id=bookmark.activity_id, outcome="Done", output=data, actor=actor
+            instance=instance, activity_id=bookmark.activity_id, outcome="Done", output=data, actor=actor, locked=True
         )
     except Conflict:
-        current = WorkflowInstance.objects.filter(pk=bookmark.instance_id).only("status").first()
-        if current is None or not current.is_live:
-            raise gone(f"instance_{current.status.lower()}" if current else "bookmark_missing") from None
+        if not instance.is_live:
+            raise gone(f"instance_{instance.status.lower()}") from None
         raise
     finally:
         _resuming_bookmark.reset(resuming)

@@ -1,0 +1,121 @@
+"""How a resume takes its locks: the bookmark first, the instance once and last, and a cancel racing it."""
+
+import json
+import threading
+import uuid
+
+import pytest
+from django.db import connection, connections, transaction
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+
+from bookmarks.models import Bookmark
+from tests.audit_log import chained_events
+from tests.bookmarks.factories import suspended, token_for
+from tests.conftest import wait_until
+from tests.workflows.factories import ACTOR
+from workflows.models import WorkflowInstance
+from workflows.services import workflow_instance_cancel, workflow_instance_resume
+
+pytestmark = pytest.mark.postgres
+
+RESUME = "/elsa/api/bookmarks/resume"
+
+
+@pytest.fixture
+def private_queue(settings):
+    """Tasks these committing tests enqueue go to a queue of their own that no worker consumes.
+
+    A session's live worker on the default queue would otherwise run them while the database is
+    being flushed after the test.
+    """
+    from elsa_site.celery import app
+
+    original = app.conf.task_default_queue
+    queue = f"{original}-locking-{uuid.uuid4().hex[:8]}"
+    settings.CELERY_TASK_DEFAULT_QUEUE = queue
+    app.conf.task_default_queue = queue
+    try:
+        yield queue
+    finally:
+        app.conf.task_default_queue = original
+        with app.connection_for_write() as conn:
+            conn.default_channel.queue_delete(queue)
+
+
+def resume(client, token: str):
+    body = json.dumps({"input": {"approved": True}})
+    return client.post(f"{RESUME}?t={token}", body, content_type="application/json")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_resume_locks_the_instance_once_and_takes_no_savepoint(client, private_queue):
+    instance, bookmark = suspended()
+    issued = token_for(bookmark)
+    with CaptureQueriesContext(connection) as queries:
+        response = resume(client, issued.token)
+    assert response.status_code == 200, response.content
+    statements = [query["sql"] for query in queries.captured_queries]
+    # The token lookup joins the instance but locks only the bookmark (FOR UPDATE OF b).
+    instance_locks = [sql for sql in statements if "workflows_workflowinstance" in sql and sql.endswith("FOR UPDATE")]
+    assert len(instance_locks) == 1, statements
+    assert not [sql for sql in statements if "SAVEPOINT" in sql], statements
+    bookmark.refresh_from_db()
+    assert bookmark.status == "consumed" and bookmark.resume_count == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_engine_resume_of_a_locked_instance_needs_the_callers_transaction(private_queue):
+    instance, _bookmark = suspended()
+    # Outside any transaction the row lock the caller claims would already be released.
+    with pytest.raises(RuntimeError, match="caller's transaction"):
+        workflow_instance_resume(instance=instance, activity_id="approve", actor=ACTOR, locked=True)
+    assert WorkflowInstance.objects.get(pk=instance.pk).status == "Suspended"
+
+
+def _blocked_by_me() -> int:
+    """How many sessions wait for a lock this session holds (pg_locks is read afresh on every call)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM (SELECT DISTINCT pid FROM pg_locks WHERE NOT granted) waiting "
+            "WHERE pg_backend_pid() = ANY(pg_blocking_pids(waiting.pid))"
+        )
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_cancel_committed_while_a_resume_waits_for_the_instance_makes_it_404_and_invalidates_the_bookmark(
+    private_queue,
+):
+    instance, bookmark = suspended()
+    issued = token_for(bookmark)
+    outcome: dict = {}
+
+    def resume_in_another_session():
+        try:
+            outcome["response"] = resume(Client(), issued.token)
+        finally:
+            connections.close_all()
+
+    resumer = threading.Thread(target=resume_in_another_session)
+    with transaction.atomic():
+        # Hold the instance row, as a cancel does, while the resume locks the bookmark, passes every
+        # check and then waits for the instance.
+        WorkflowInstance.objects.select_for_update().get(pk=instance.pk)
+        resumer.start()
+        wait_until(lambda: _blocked_by_me() > 0, timeout=30, message="the resume to wait for the instance row")
+        # The cancel's invalidation skips the bookmark the waiting resume has locked.
+        workflow_instance_cancel(instance=instance, actor=ACTOR)
+    resumer.join(timeout=60)
+
+    response = outcome["response"]
+    assert response.status_code == 404, response.content
+    assert response.json()["error"]["code"] == "bookmark_gone"
+    bookmark = Bookmark.objects.get(pk=bookmark.pk)
+    assert bookmark.status == "invalidated" and bookmark.resume_count == 0
+    assert WorkflowInstance.objects.get(pk=instance.pk).status == "Cancelled"
+    events = chained_events()
+    attempt = events.filter(event_type="bookmark.resume", resource_id=str(bookmark.pk)).get()
+    assert attempt.result == "failure" and attempt.context["reason"] == "instance_cancelled"
+    invalidated = events.get(event_type="bookmark.invalidated", resource_id=str(bookmark.pk))
+    assert invalidated.context["reason"] == "instance_cancelled"
