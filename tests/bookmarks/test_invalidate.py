@@ -42,3 +42,27 @@ def test_an_instance_without_active_bookmarks_invalidates_nothing():
     assert bookmark.status == "consumed"
     assert bookmark.invalidated_at is None
     assert not chained_events().filter(event_type="bookmark.invalidated", resource_id=str(bookmark.pk)).exists()
+
+
+def test_finishing_a_workflow_that_never_waits_touches_no_bookmark():
+    # No activity of the version creates bookmarks, so the finish hook skips the invalidation.
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from tests.workflows.factories import five_step_document
+
+    instance = start_instance(five_step_document(), input={"amount": 5})
+    with CaptureQueriesContext(connection) as queries:
+        instance = run_in_process(instance)
+    assert instance.status == "Finished"
+    assert not [q for q in queries.captured_queries if Bookmark._meta.db_table in q["sql"]]
+
+
+def test_finishing_a_workflow_that_can_wait_still_invalidates():
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    instance, _ = suspended()
+    with CaptureQueriesContext(connection) as queries:
+        workflow_instance_cancel(instance=instance, actor=ACTOR)
+    assert [q for q in queries.captured_queries if Bookmark._meta.db_table in q["sql"]]
