@@ -35,6 +35,13 @@ DECLARE
     moved integer;
     chained integer := 0;
 BEGIN
+    -- Nothing committed is pending (every event committed so far was chained by a committed pass,
+    -- whose deletes are visible to this fresh snapshot): return without queueing for the lock.
+    -- Rows a pass is chaining right now are still visible until it commits, so this never skips
+    -- an event that is not in the chain yet.
+    IF NOT EXISTS (SELECT 1 FROM audit_pendingauditevent) THEN
+        RETURN 0;
+    END IF;
     IF NOT flush THEN
         -- This transaction's commit does not wait for its WAL to reach disk (see audit_seal).
         PERFORM set_config('synchronous_commit', 'off', true);
