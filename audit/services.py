@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from audit.actors import Actor
 from audit.chain import (
+    EVENT_COLUMNS,
     GENESIS_HASH,
     canonical_parts,
     canonical_timestamp,
@@ -35,25 +36,13 @@ SEAL_BATCH = 1000
 _RESULTS = frozenset(AuditEvent.Result.values)
 _ACTOR_TYPES = frozenset(AuditEvent.ActorType.values)
 
-# The payload columns, shared by a pending event and its chained copy.
-_PAYLOAD = (
-    "event_id",
-    "timestamp",
-    "event_type",
-    "action",
-    "result",
-    "resource_type",
-    "resource_id",
-    "actor_type",
-    "actor_id",
-    "actor_name",
-    "actor_ip",
-    "context",
-    "metadata",
-)
+# A chained event's columns (EVENT_COLUMNS: id, the payload, previous_hash, hash); the payload is
+# what a pending event shares with its chained copy, next to the canonical text around id and link.
+_CHAINED = EVENT_COLUMNS
+_PAYLOAD = EVENT_COLUMNS[1:-2]
 _PARTS = ("canonical_head", "canonical_middle", "canonical_tail")
 _PENDING = (*_PAYLOAD, *_PARTS)
-_CHAINED = ("id", *_PAYLOAD, "previous_hash", "hash")
+assert _CHAINED == ("id", *_PAYLOAD, "previous_hash", "hash")
 
 
 def _lock_chain() -> None:
