@@ -261,7 +261,8 @@ LOGGING = {
     "root": {"handlers": ["stdout"], "level": ELSA_LOG_LEVEL},
     "loggers": {
         "django.server": {"level": "WARNING"},
-        "celery": {"level": "INFO"},
+        # Celery follows ELSA_LOG_LEVEL like everything else (its task received/succeeded lines are INFO).
+        "celery": {"level": ELSA_LOG_LEVEL},
         # httpx logs full request URLs at INFO, and an executor may carry its API key in the query.
         "httpx": {"level": "WARNING"},
         "httpcore": {"level": "WARNING"},

@@ -2,6 +2,7 @@ import io
 import json
 import logging
 import logging.config
+import os
 
 import pytest
 
@@ -87,3 +88,17 @@ def test_request_id_is_echoed_and_generated(client):
     assert client.get("/health/live", HTTP_X_REQUEST_ID="abc-123")["X-Request-ID"] == "abc-123"
     generated = client.get("/health/live", HTTP_X_REQUEST_ID="bad id with spaces")["X-Request-ID"]
     assert generated != "bad id with spaces" and len(generated) == 32
+
+
+@pytest.mark.parametrize(("level", "expected"), [("WARNING", 30), ("INFO", 20)])
+def test_celery_logs_follow_elsa_log_level(level, expected):
+    # The settings module configures logging at start-up; a fresh interpreter sees it as a worker would.
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    code = "import django, logging; django.setup(); print(logging.getLogger('celery.app.trace').getEffectiveLevel())"
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "elsa_site.settings", "ELSA_LOG_LEVEL": level}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == str(expected)
