@@ -3,7 +3,7 @@
 from typing import Any
 
 import psycopg
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connections
 
 
 def execute_bound(sql: str, params: list, *, prepare: bool = False) -> tuple[int, tuple | None]:
@@ -15,9 +15,12 @@ def execute_bound(sql: str, params: list, *, prepare: bool = False) -> tuple[int
     (`prepare=True`). They still run in the caller's transaction, refuse to run in a transaction
     that already failed, and surface errors as Django's exceptions, like any ORM query.
     """
-    connection.validate_no_broken_transaction()
-    connection.ensure_connection()
-    raw: Any = connection.connection
-    with connection.wrap_database_errors, psycopg.Cursor(raw) as cursor:
+    # The default connection itself, looked up once: each attribute of the `connection` proxy is
+    # another thread-local lookup, and this runs several times per workflow step.
+    db = connections[DEFAULT_DB_ALIAS]
+    db.validate_no_broken_transaction()
+    db.ensure_connection()
+    raw: Any = db.connection
+    with db.wrap_database_errors, psycopg.Cursor(raw) as cursor:
         cursor.execute(sql, params, prepare=prepare)
         return cursor.rowcount, cursor.fetchone() if cursor.description else None
