@@ -89,3 +89,24 @@ def test_the_sweep_is_scheduled():
     schedule = settings.CELERY_BEAT_SCHEDULE["audit-seal"]
     assert schedule["task"] == "audit.seal"
     assert schedule["schedule"] <= 60
+
+
+def test_a_process_that_exits_chains_what_it_recorded():
+    # The chainer thread would wait a minute before its pass: only the exit hook can chain the event.
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, worker_environment
+
+    code = (
+        "import django; django.setup()\n"
+        "import audit.chainer; audit.chainer.GATHER_SECONDS = 60\n"
+        "from audit.actors import Actor\n"
+        "from audit.services import audit_record\n"
+        "audit_record(event_type='test.exit', action='recorded', actor=Actor.system('exiting'))\n"
+    )
+    env = worker_environment(DJANGO_SETTINGS_MODULE=settings.SETTINGS_MODULE)
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True, timeout=60)
+    assert PendingAuditEvent.objects.count() == 0
+    assert AuditEvent.objects.get().event_type == "test.exit"
+    assert verify_chain().is_valid
