@@ -110,3 +110,37 @@ def test_a_process_that_exits_chains_what_it_recorded():
     assert PendingAuditEvent.objects.count() == 0
     assert AuditEvent.objects.get().event_type == "test.exit"
     assert verify_chain().is_valid
+
+
+def test_a_forked_child_starts_its_own_chainer():
+    # A prefork worker child inherits the parent's chainer object but not its thread; the child's
+    # event is chained by a thread of its own (both leave with os._exit, skipping the exit hook).
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, worker_environment
+
+    code = (
+        "import os, time, django; django.setup()\n"
+        "from audit.actors import Actor\n"
+        "from audit.services import audit_record\n"
+        "from audit.models import AuditEvent\n"
+        "audit_record(event_type='test.parent', action='recorded', actor=Actor.system('parent'))\n"
+        "while not AuditEvent.objects.filter(event_type='test.parent').exists():\n"
+        "    time.sleep(0.05)\n"
+        "from django.db import connection; connection.close()\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    audit_record(event_type='test.child', action='recorded', actor=Actor.system('child'))\n"
+        "    deadline = time.monotonic() + 10\n"
+        "    while not AuditEvent.objects.filter(event_type='test.child').exists() and time.monotonic() < deadline:\n"
+        "        time.sleep(0.05)\n"
+        "    os._exit(0)\n"
+        "os.waitpid(pid, 0)\n"
+        "os._exit(0)\n"  # no exit hook here either: only the child's own thread can chain its event
+    )
+    env = worker_environment(DJANGO_SETTINGS_MODULE=settings.SETTINGS_MODULE)
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True, timeout=60)
+    assert PendingAuditEvent.objects.count() == 0
+    assert set(AuditEvent.objects.values_list("event_type", flat=True)) == {"test.parent", "test.child"}
+    assert verify_chain().is_valid
