@@ -27,7 +27,11 @@ def check_checkpoint_key(app_configs, **kwargs):
 APPEND_ONLY_TRIGGERS = {
     "audit_auditevent": ("audit_event_append_only", "audit_event_no_truncate"),
     "audit_auditcheckpoint": ("audit_checkpoint_append_only", "audit_checkpoint_no_truncate"),
-    "audit_pendingauditevent": ("audit_pending_no_update", "audit_pending_no_truncate"),
+    "audit_pendingauditevent": (
+        "audit_pending_no_update",
+        "audit_pending_no_truncate",
+        "audit_pending_delete_by_chainer",
+    ),
 }
 
 

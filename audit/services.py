@@ -200,8 +200,13 @@ def _chain_pending_portable() -> int:
         if not batch:
             return total
         with connection.cursor() as cursor:
+            if connection.vendor == "postgresql":
+                # As audit_chain_pending() does: the pending table's trigger refuses other deletes.
+                cursor.execute("SELECT set_config('elsa.audit_chaining', 'on', true)")
             placeholders = ", ".join(["%s"] * len(batch))  # the ids are bound parameters
             cursor.execute(f"DELETE FROM {table} WHERE id IN ({placeholders})", [row[0] for row in batch])  # noqa: S608
+            if connection.vendor == "postgresql":
+                cursor.execute("SELECT set_config('elsa.audit_chaining', 'off', true)")
         _append_chained([dict(zip(_PENDING, row[1:], strict=True)) for row in batch], _chain_head())
         total += len(batch)
         if len(batch) < SEAL_BATCH:

@@ -4,9 +4,10 @@ import uuid
 from django.db import migrations, models
 
 
-# Pending events are deleted by the chainer as it chains them, so DELETE stays allowed; UPDATE
-# (rewriting an event before it is chained) and TRUNCATE (dropping the not-yet-chained ones) are
-# refused like on the chain itself, by the function of migration 0001.
+# Pending events are deleted only by the chainer, as it chains them: a DELETE is refused unless the
+# transaction-local setting elsa.audit_chaining is on, which audit_chain_pending() sets around its
+# own deletes. UPDATE (rewriting an event before it is chained) and TRUNCATE (dropping the
+# not-yet-chained ones) are refused like on the chain itself, by the function of migration 0001.
 #
 # audit_chain_pending() chains every pending event in one statement: it takes the chain lock
 # (waiting at most wait_ms), reads the committed head, then moves pending events oldest first,
@@ -19,6 +20,18 @@ CREATE TRIGGER audit_pending_no_update BEFORE UPDATE ON audit_pendingauditevent
 CREATE TRIGGER audit_pending_no_truncate BEFORE TRUNCATE ON audit_pendingauditevent
     FOR EACH STATEMENT EXECUTE FUNCTION audit_refuse_change();
 
+CREATE OR REPLACE FUNCTION audit_pending_refuse_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_setting('elsa.audit_chaining', true) = 'on' THEN
+        RETURN OLD;
+    END IF;
+    RAISE EXCEPTION 'audit rows are append-only: pending events are removed only by chaining them, DELETE on % refused',
+        TG_TABLE_NAME USING ERRCODE = 'insufficient_privilege';
+END
+$$;
+CREATE TRIGGER audit_pending_delete_by_chainer BEFORE DELETE ON audit_pendingauditevent
+    FOR EACH ROW EXECUTE FUNCTION audit_pending_refuse_delete();
+
 CREATE OR REPLACE FUNCTION audit_chain_pending(lock_key bigint, wait_ms integer, batch integer, flush boolean)
 RETURNS integer LANGUAGE plpgsql
 -- Pending rows are deleted as fast as they arrive, so between vacuums the table's heap is mostly
@@ -28,6 +41,7 @@ SET enable_seqscan = off
 AS $$
 DECLARE
     caller_timeout text := current_setting('lock_timeout');
+    caller_chaining text := coalesce(current_setting('elsa.audit_chaining', true), 'off');
     head_id bigint;
     head_hash text;
     pending record;
@@ -54,6 +68,7 @@ BEGIN
         head_id := 0;
         head_hash := repeat('0', 64);
     END IF;
+    PERFORM set_config('elsa.audit_chaining', 'on', true);
     LOOP
         moved := 0;
         FOR pending IN
@@ -83,6 +98,7 @@ BEGIN
         chained := chained + moved;
         EXIT WHEN moved < batch;
     END LOOP;
+    PERFORM set_config('elsa.audit_chaining', caller_chaining, true);
     RETURN chained;
 END
 $$;
@@ -90,6 +106,8 @@ $$;
 
 DROP_PENDING_SQL = """
 DROP FUNCTION IF EXISTS audit_chain_pending(bigint, integer, integer, boolean);
+DROP TRIGGER IF EXISTS audit_pending_delete_by_chainer ON audit_pendingauditevent;
+DROP FUNCTION IF EXISTS audit_pending_refuse_delete();
 DROP TRIGGER IF EXISTS audit_pending_no_update ON audit_pendingauditevent;
 DROP TRIGGER IF EXISTS audit_pending_no_truncate ON audit_pendingauditevent;
 """

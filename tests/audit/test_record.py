@@ -196,6 +196,7 @@ def test_orm_refuses_bulk_changes(operation):
         "DELETE FROM audit_auditcheckpoint",
         "TRUNCATE audit_auditcheckpoint",
         "UPDATE audit_pendingauditevent SET action = 'edited'",
+        "DELETE FROM audit_pendingauditevent",
         "TRUNCATE audit_pendingauditevent",
     ],
 )
@@ -229,6 +230,19 @@ def test_caller_cannot_swallow_a_failed_append_and_commit():
                 pass  # a careless caller carries on: the transaction is already doomed
             User.objects.create(username="after-the-failure")
     assert not User.objects.filter(username__in=["swallowed", "after-the-failure"]).exists()
+
+
+@pytest.mark.postgres
+def test_chaining_leaves_deletes_refused_for_the_rest_of_the_transaction():
+    # audit_chain_pending() allows its own deletes only while it runs.
+    record_event(1)
+    with transaction.atomic():
+        assert audit_seal() == 1
+        record_event(2)
+        with pytest.raises(ProgrammingError, match="removed only by chaining"), transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("DELETE FROM audit_pendingauditevent")
+    assert PendingAuditEvent.objects.count() == 1
 
 
 def test_events_are_chained_in_the_order_they_were_recorded():
