@@ -4,7 +4,7 @@ import pytest
 from django.core.management import call_command
 from django.db import connection
 
-from audit.chain import compute_hash
+from audit.chain import EVENT_COLUMNS, compute_hash
 from audit.models import AuditCheckpoint, AuditEvent
 from audit.services import audit_checkpoint_create
 from audit.verification import verify_chain, verify_event
@@ -28,25 +28,8 @@ def rehash_from(cursor, first_id: int) -> None:
     """An attacker's full rewrite: recompute every hash and link from `first_id` to the head."""
     previous = AuditEvent.objects.filter(id=first_id - 1).values_list("hash", flat=True).first() or "0" * 64
     for event in AuditEvent.objects.filter(id__gte=first_id).order_by("id"):
-        fields = {
-            f: getattr(event, f)
-            for f in (
-                "id",
-                "event_id",
-                "timestamp",
-                "event_type",
-                "action",
-                "result",
-                "resource_type",
-                "resource_id",
-                "actor_type",
-                "actor_id",
-                "actor_name",
-                "actor_ip",
-                "context",
-                "metadata",
-            )
-        }
+        # Every hashed column but the link, which the rewrite recomputes.
+        fields = {f: getattr(event, f) for f in EVENT_COLUMNS[:-2]}
         new_hash = compute_hash(**fields, previous_hash=previous)
         cursor.execute(
             "UPDATE audit_auditevent SET previous_hash = %s, hash = %s WHERE id = %s", [previous, new_hash, event.id]

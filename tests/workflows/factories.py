@@ -1,5 +1,7 @@
 """Workflow test data: definition documents and published definitions."""
 
+import copy
+
 from audit.actors import Actor
 from workflows.services import workflow_definition_create, workflow_definition_publish
 
@@ -20,25 +22,10 @@ def linear(*activities: dict, name: str = "test-workflow", variables=None, input
 
 
 def five_step_document() -> dict:
-    """SetVariable, If, SetVariable, WriteLog, Finish: the benchmark workflow."""
-    return {
-        "name": "five-steps",
-        "variables": [{"name": "amount"}, {"name": "label"}],
-        "activities": [
-            {"id": "set", "type": "SetVariable", "variable": "amount", "value": "input.amount"},
-            {"id": "big", "type": "If", "condition": "vars.amount > 1000"},
-            {"id": "label", "type": "SetVariable", "variable": "label", "value": "'big'"},
-            {"id": "log", "type": "WriteLog", "message": "'amount ' + string(vars.amount)"},
-            {"id": "done", "type": "Finish"},
-        ],
-        "connections": [
-            {"source": "set", "target": "big"},
-            {"source": "big", "outcome": "True", "target": "label"},
-            {"source": "big", "outcome": "False", "target": "log"},
-            {"source": "label", "target": "log"},
-            {"source": "log", "target": "done"},
-        ],
-    }
+    """SetVariable, If, SetVariable, WriteLog, Finish: the benchmark workflow (bench/figures/workflow.py)."""
+    from bench.figures.workflow import DOCUMENT
+
+    return {**copy.deepcopy(DOCUMENT), "name": "five-steps"}
 
 
 def published(document: dict, actor: Actor = ACTOR):
