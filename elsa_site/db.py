@@ -1,26 +1,37 @@
 """The hot-path statement runner: one SQL statement on Django's PostgreSQL connection, bound by psycopg."""
 
+import time
 from typing import Any
 
 import psycopg
 from django.db import DEFAULT_DB_ALIAS, connections
 
 
-def execute_bound(sql: str, params: list, *, prepare: bool = False) -> tuple[int, tuple | None]:
+def execute_bound(
+    sql: str, params: list, *, prepare: bool | None = None, using: str = DEFAULT_DB_ALIAS
+) -> tuple[int, tuple | None]:
     """Run one statement with server-side binding; returns (row count, first row or None).
 
     The hottest statements (audit recording, the engine's state writes) skip Django's cursor
     wrapper and psycopg's client-side quoting of every value: the values travel apart from the SQL
-    text, as the protocol allows, and a fixed statement can be prepared once per connection
-    (`prepare=True`). They still run in the caller's transaction, refuse to run in a transaction
-    that already failed, and surface errors as Django's exceptions, like any ORM query.
+    text, as the protocol allows, and a fixed statement is prepared once per connection: at once
+    with `prepare=True`, after a few runs by default (psycopg's prepare_threshold, which the
+    settings enable unless ELSA_DB_PREPARED_STATEMENTS is false; `prepare=False` never). They
+    still run in the caller's transaction, refuse to run in a transaction that already failed, and
+    surface errors as Django's exceptions, like any ORM query.
     """
-    # The default connection itself, looked up once: each attribute of the `connection` proxy is
+    # The connection itself, looked up once: each attribute of the `connection` proxy is
     # another thread-local lookup, and this runs several times per workflow step.
-    db = connections[DEFAULT_DB_ALIAS]
+    db = connections[using]
     db.validate_no_broken_transaction()
     db.ensure_connection()
     raw: Any = db.connection
-    with db.wrap_database_errors, psycopg.Cursor(raw) as cursor:
-        cursor.execute(sql, params, prepare=prepare)
-        return cursor.rowcount, cursor.fetchone() if cursor.description else None
+    started = time.monotonic()
+    try:
+        with db.wrap_database_errors, psycopg.Cursor(raw) as cursor:
+            cursor.execute(sql, params, prepare=prepare)
+            return cursor.rowcount, cursor.fetchone() if cursor.description else None
+    finally:
+        if db.queries_logged:
+            # Visible like any query to Django's query log (DEBUG, CaptureQueriesContext).
+            db.queries_log.append({"sql": sql, "time": f"{time.monotonic() - started:.3f}"})

@@ -93,6 +93,12 @@ TEMPLATES = [
 
 # --- Data stores -------------------------------------------------------------------------------
 VAR_DIR.mkdir(parents=True, exist_ok=True)
+# Django turns psycopg's prepared statements off (for transaction-mode poolers). Only the hot
+# statements use them (elsa_site.db.execute_bound; Django's own queries are bound client-side and
+# never prepared), each parsed and planned once per connection instead of once per run: set
+# ELSA_DB_PREPARED_STATEMENTS=false behind a pooler that cannot keep them (PgBouncer in
+# transaction mode before 1.21).
+POSTGRES_OPTIONS = {"prepare_threshold": 5} if env.bool("ELSA_DB_PREPARED_STATEMENTS", default=True) else {}
 DATABASES = {"default": env.db_url("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'elsa.sqlite3'}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL + a busy timeout let the web process, worker and beat share one SQLite file.
@@ -102,6 +108,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("ELSA_DB_CONN_MAX_AGE", default=60))
     DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
+    DATABASES["default"]["OPTIONS"] = {**POSTGRES_OPTIONS, **DATABASES["default"].get("OPTIONS", {})}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://elsa")}
@@ -220,6 +227,15 @@ CELERY_BROKER_TRANSPORT_OPTIONS = (
     if CELERY_BROKER_URL.startswith(("redis://", "rediss://"))
     else {}
 )
+
+
+def broker_transport(url: str) -> str | None:
+    """kombu's Redis transport reusing one client per channel (elsa_site.broker) for redis:// URLs;
+    otherwise None: kombu picks the transport by the URL's scheme."""
+    return "elsa_site.broker:Transport" if url.startswith("redis://") else None
+
+
+CELERY_BROKER_TRANSPORT = broker_transport(CELERY_BROKER_URL)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE: dict = {
     # Sign the audit chain head every minute (a cut tail or rewritten table then fails verification).

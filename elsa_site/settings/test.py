@@ -4,7 +4,10 @@ import os
 import socket
 
 from .base import *  # noqa: F403
-from .base import CELERY_BEAT_SCHEDULE  # noqa: F401
+from .base import (
+    CELERY_BEAT_SCHEDULE,  # noqa: F401
+    broker_transport,
+)
 
 PG_HOST, PG_PORT = "127.0.0.1", 5432
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
@@ -35,6 +38,7 @@ if POSTGRES_AVAILABLE:
             "HOST": PG_HOST,
             "PORT": PG_PORT,
             "CONN_MAX_AGE": 0,
+            "OPTIONS": POSTGRES_OPTIONS,  # noqa: F405 - as in production
             # The test database keeps the plain name so a live worker subprocess can open it.
             "TEST": {"NAME": TEST_DB_NAME},
         }
@@ -71,6 +75,7 @@ else:
 # One queue per test run, so parallel runs and stale tasks never cross.
 CELERY_TASK_DEFAULT_QUEUE = os.environ.get("ELSA_CELERY_QUEUE", f"elsa-test-{TEST_DB_NAME}")
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 30}
+CELERY_BROKER_TRANSPORT = broker_transport(CELERY_BROKER_URL)
 
 # Fast hashing in tests; production uses Argon2.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher", *PASSWORD_HASHERS]  # noqa: F405
