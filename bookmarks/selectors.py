@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from bookmarks.models import Bookmark, BookmarkStatus, ResumeToken
 from bookmarks.tokens import ResumeTokenPayload
+from elsa_site.db import execute_bound
 from elsa_site.errors import DomainError, NotFound, TooManyRequests
 from workflows.models import InstanceStatus, WorkflowDefinition, WorkflowInstance
 
@@ -125,9 +126,13 @@ def _token_row(token_id: str, *, lock: bool) -> tuple[str, object, Bookmark] | N
     conn = connections[DEFAULT_DB_ALIAS]
     lookup = _token_lookup(conn.alias, lock)
     param = ResumeToken._meta.pk.get_db_prep_value(uuid.UUID(token_id), conn)
-    with conn.cursor() as cursor:
-        cursor.execute(lookup.sql, [param])
-        row = cursor.fetchone()
+    if conn.vendor == "postgresql":
+        # A prepared statement: parsed and planned once per connection rather than per resume.
+        _, row = execute_bound(lookup.sql, [param], prepare=True, using=conn.alias)
+    else:
+        with conn.cursor() as cursor:
+            cursor.execute(lookup.sql, [param])
+            row = cursor.fetchone()
     if row is None:
         return None
     values = converted_row(conn, row, lookup.converters)

@@ -33,6 +33,7 @@ from bookmarks.tokens import (
     resume_token_fingerprint,
     resume_url,
 )
+from elsa_site.db import execute_bound
 from elsa_site.errors import Conflict, DomainError, InvalidInput
 from workflows.models import WorkflowInstance
 from workflows.runtime import fault_locked
@@ -537,9 +538,8 @@ def _burn_and_lock_instance(bookmark: Bookmark, fields: list[str]) -> WorkflowIn
     params = [field.get_db_prep_save(getattr(bookmark, field.attname), conn) for field in statement.written]
     params.append(Bookmark._meta.pk.get_db_prep_value(bookmark.pk, conn))
     params.append(WorkflowInstance._meta.pk.get_db_prep_value(bookmark.instance_id, conn))
-    with conn.cursor() as cursor:
-        cursor.execute(statement.sql, params)
-        row = cursor.fetchone()
+    # A prepared statement (server-side binding): parsed and planned once per connection.
+    _, row = execute_bound(statement.sql, params, prepare=True, using=conn.alias)
     if row is None:
         return None
     values = converted_row(conn, row, statement.converters)

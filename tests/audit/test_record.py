@@ -316,3 +316,21 @@ def test_python_and_postgresql_chaining_build_one_chain():
         assert _chain_pending_portable() == 1
     assert list(AuditEvent.objects.values_list("id", flat=True)) == [1, 2, 3]
     assert verify_chain().is_valid
+
+
+@pytest.mark.postgres
+def test_postgresql_chaining_in_several_batches_keeps_order_ids_and_links():
+    # audit_chain_pending() moves `batch` events per DELETE and INSERT; 7 events in batches of 3
+    # take three rounds, and the chain continues across them as if built one event at a time.
+    append_events(1)
+    for number in range(7):
+        record_event(number, context={"n": number, "text": "ü" * number})
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT audit_chain_pending(%s, 1000, 3, true)", [CHAIN_LOCK_KEY])
+        assert cursor.fetchone()[0] == 7
+    events = list(AuditEvent.objects.order_by("id"))
+    assert [event.id for event in events] == list(range(1, 9))
+    assert [event.context["n"] for event in events[1:]] == list(range(7))
+    assert all(event.previous_hash == before.hash for before, event in zip(events, events[1:], strict=False))
+    assert PendingAuditEvent.objects.count() == 0
+    assert verify_chain().is_valid
