@@ -10,7 +10,15 @@ from typing import Any
 
 import psycopg
 from django.conf import settings
-from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
+from django.db import (
+    DEFAULT_DB_ALIAS,
+    DatabaseError,
+    InterfaceError,
+    OperationalError,
+    connection,
+    connections,
+    transaction,
+)
 from django.utils import timezone
 
 from audit.actors import Actor
@@ -160,6 +168,18 @@ _MUTABLE = (
 )
 _JSON = {"variables", "secret_variables", "outputs", "state"}
 _EXECUTION_COLUMNS = ActivityExecution.RECORD_FIELDS
+# save_state binds an execution record's values in this order.
+assert _EXECUTION_COLUMNS == (
+    "activity_id",
+    "activity_type",
+    "status",
+    "attempt",
+    "started_at",
+    "finished_at",
+    "outcome",
+    "output",
+    "error",
+)
 
 
 def _cast(model, column: str) -> str:
@@ -185,33 +205,47 @@ _CASTS = {
 # Built from this module's constant column names only; every value is a query parameter.
 _SET = ", ".join(f"{c} = %s{_cast(WorkflowInstance, c)}" for c in _MUTABLE)
 _ROW = ", ".join(f"%s{_cast(ActivityExecution, c)}" for c in _EXECUTION_COLUMNS)
+# A step that changes no lifecycle status (durable=False) writes only the run state: status,
+# finished_at and the fault columns change only with a lifecycle transition, which is durable.
+_STEP_COLUMNS = ("variables", "secret_variables", "outputs", "state", "step_count", "revision", "updated_at")
+_STEP_SET = ", ".join(f"{c} = %s{_cast(WorkflowInstance, c)}" for c in _STEP_COLUMNS) + (
+    ", next_timer_at = %s::timestamptz"
+)
 
 
-def _pg_update(durable: bool) -> str:
+def _pg_update(durable: bool, assignments: str = _SET) -> str:
     return (
-        f"UPDATE workflows_workflowinstance SET {_SET} "  # noqa: S608
+        f"UPDATE workflows_workflowinstance SET {assignments} "  # noqa: S608
         f"FROM (SELECT set_config('synchronous_commit', '{'on' if durable else 'off'}', true)) AS durability "
         "WHERE id = %s AND revision = %s"
     )
 
 
-def _pg_persist(durable: bool) -> str:
+def _pg_persist(update: str) -> str:
     return (
-        f"WITH upd AS ({_pg_update(durable)} RETURNING id) "  # noqa: S608
+        f"WITH upd AS ({update} RETURNING id) "  # noqa: S608
         f"INSERT INTO workflows_activityexecution (instance_id, {', '.join(_EXECUTION_COLUMNS)}) "
         f"SELECT upd.id, {_ROW} FROM upd"
     )
 
 
-# (durable, with an execution record) -> statement.
+# (durable, with an execution record) -> statement; the steps' own statements are apart.
 _PG_SAVE = {(durable, False): _pg_update(durable) for durable in (True, False)} | {
-    (durable, True): _pg_persist(durable) for durable in (True, False)
+    (durable, True): _pg_persist(_pg_update(durable)) for durable in (True, False)
 }
+_PG_STEP = _pg_update(False, _STEP_SET)
+_PG_STEP_PERSIST = _pg_persist(_PG_STEP)
 
 
 def _execute_raw(sql: str, params: list) -> int:
-    """Run one fixed engine statement (elsa_site.db.execute_bound); returns the row count."""
-    return execute_bound(sql, params)[0]
+    """Run one fixed engine statement (elsa_site.db.execute_bound), prepared; returns the row count."""
+    return execute_bound(sql, params, prepare=True)[0]
+
+
+def _on_postgresql() -> bool:
+    # The default connection itself, looked up once (each attribute of the `connection` proxy is
+    # another thread-local lookup, and the engine asks this several times per step).
+    return connections[DEFAULT_DB_ALIAS].vendor == "postgresql"
 
 
 def save_state(
@@ -222,7 +256,9 @@ def save_state(
     ``durable=False`` (a step that changes no lifecycle status, hence writes no audit event)
     commits without waiting for the WAL flush: a worker crash loses nothing (the server has the
     commit), and a database crash can lose only the last fraction of a second of such steps,
-    which then run again exactly as after a worker crash. Lifecycle changes always flush.
+    which then run again exactly as after a worker crash. Lifecycle changes always flush. Such a
+    step writes only the run state (variables, outputs, scheduling state, counters, timer): the
+    status and fault columns, which only a lifecycle change moves, are left as they are.
 
     Raises StaleInstance when the row moved on meanwhile; the caller's transaction then rolls
     back, the execution record included, and the runner reloads before trying again.
@@ -231,13 +267,41 @@ def save_state(
     instance.revision += 1
     instance.updated_at = now
     instance.next_timer_at = next_timer(instance.state)
-    if connection.vendor == "postgresql":
-        params = [json.dumps(getattr(instance, c)) if c in _JSON else getattr(instance, c) for c in _MUTABLE]
+    if _on_postgresql():
+        if durable:
+            sql = _PG_SAVE[True, execution is not None]
+            params = [json.dumps(getattr(instance, c)) if c in _JSON else getattr(instance, c) for c in _MUTABLE]
+        else:
+            # Only a Running instance steps without a lifecycle change; anything else is a bug
+            # that must not silently leave a status unwritten.
+            if instance.status != InstanceStatus.RUNNING:
+                raise RuntimeError("a lifecycle change must be saved durably")
+            sql = _PG_STEP if execution is None else _PG_STEP_PERSIST
+            params = [
+                json.dumps(instance.variables),
+                json.dumps(instance.secret_variables),
+                json.dumps(instance.outputs),
+                json.dumps(instance.state),
+                instance.step_count,
+                instance.revision,
+                now,
+                instance.next_timer_at,
+            ]
         params += (instance.pk, expected)
         if execution is not None:
-            params += (json.dumps(execution[c]) if c == "output" else execution[c] for c in _EXECUTION_COLUMNS)
+            params += (
+                execution["activity_id"],
+                execution["activity_type"],
+                execution["status"],
+                execution["attempt"],
+                execution["started_at"],
+                execution["finished_at"],
+                execution["outcome"],
+                json.dumps(execution["output"]),
+                execution["error"],
+            )
         # The update matches one row or none; the execution row is inserted only if it matched.
-        matched = _execute_raw(_PG_SAVE[durable, execution is not None], params) == 1
+        matched = _execute_raw(sql, params) == 1
     else:
         matched = (
             WorkflowInstance.objects.filter(pk=instance.pk, revision=expected).update(
@@ -282,7 +346,9 @@ def send(task: str, args: list, **options) -> None:
     # send_task by name does not know that and, with the Redis result backend, subscribes the
     # sending process to a result channel per task that nobody ever reads: a Redis round trip
     # per start and a subscription that is never dropped.
-    app.send_task(task, args=args, queue=queue, ignore_result=True, **options)
+    # argsrepr/kwargsrepr: the message's display copies of the arguments (short strings here),
+    # given as they are rather than built by Celery's generic saferepr, a fifth of a publish's CPU.
+    app.send_task(task, args=args, queue=queue, ignore_result=True, argsrepr=repr(args), kwargsrepr="{}", **options)
 
 
 def enqueue_run(instance_id) -> None:
@@ -344,23 +410,35 @@ _PG_LOCK_AND_LOAD = (
     f"SELECT pg_try_advisory_lock(%s); SELECT {_INSTANCE_SELECT} "  # noqa: S608
     f"FROM {WorkflowInstance._meta.db_table} WHERE id = %s"
 )
+_INSTANCE_ATTNAMES = [f.attname for f in _INSTANCE_FIELDS]
+_PG_LOAD = f"SELECT {_INSTANCE_SELECT} FROM {WorkflowInstance._meta.db_table} WHERE id = %s"  # noqa: S608
+# (position, column, converters) of the columns whose values the ORM converts (JSON, mostly).
 _converters: list | None = None
 
 
 def _instance_from_row(row: tuple) -> WorkflowInstance:
-    """A WorkflowInstance from a row of _PG_LOCK_AND_LOAD, converted as the ORM converts it."""
+    """A WorkflowInstance from a row of _PG_LOCK_AND_LOAD or _PG_LOAD, converted as the ORM converts it."""
     global _converters
+    db = connections[DEFAULT_DB_ALIAS]
     if _converters is None:
         columns = [f.get_col(WorkflowInstance._meta.db_table) for f in _INSTANCE_FIELDS]
-        _converters = [
-            (col, connection.ops.get_db_converters(col) + col.get_db_converters(connection)) for col in columns
-        ]
-    values = []
-    for value, (col, converters) in zip(row, _converters, strict=True):
+        found = [(i, col, db.ops.get_db_converters(col) + col.get_db_converters(db)) for i, col in enumerate(columns)]
+        _converters = [entry for entry in found if entry[2]]
+    values = list(row)
+    for i, col, converters in _converters:
+        value = values[i]
         for convert in converters:
-            value = convert(value, col, connection)
-        values.append(value)
-    return WorkflowInstance.from_db(connection.alias, [f.attname for f in _INSTANCE_FIELDS], values)
+            value = convert(value, col, db)
+        values[i] = value
+    return WorkflowInstance.from_db(db.alias, _INSTANCE_ATTNAMES, values)
+
+
+def _load_instance(instance_id) -> WorkflowInstance | None:
+    """Read the instance again (after a stale write): one prepared statement on PostgreSQL."""
+    if not _on_postgresql():
+        return WorkflowInstance.objects.filter(pk=instance_id).first()
+    _, row = execute_bound(_PG_LOAD, [uuid.UUID(str(instance_id))], prepare=True)
+    return None if row is None else _instance_from_row(row)
 
 
 def _lock_and_load(instance_id) -> tuple[bool, WorkflowInstance | None]:
@@ -371,25 +449,26 @@ def _lock_and_load(instance_id) -> tuple[bool, WorkflowInstance | None]:
     SQLite needs none: every transaction there begins IMMEDIATE and holds the database's single
     write lock, so steps are serialized anyway (and the revision fence below still applies).
     """
-    if connection.vendor != "postgresql":
+    if not _on_postgresql():
         return True, WorkflowInstance.objects.filter(pk=instance_id).first()
     params = [_run_lock_key(instance_id), uuid.UUID(str(instance_id))]
     # CONN_HEALTH_CHECKS, checked by use: Django would send a SELECT 1 before the first query on a
     # reused connection (a round trip per run); here the lock-and-load itself is that query. If a
     # reused connection turns out broken, it is closed and the query runs once more on a new one,
     # which is what the failed health check would have led to. Its success marks the check done.
-    connection.ensure_connection()  # a connection opened here counts as checked (health_check_done)
-    check = connection.health_check_enabled and not connection.health_check_done and not connection.in_atomic_block
+    db = connections[DEFAULT_DB_ALIAS]
+    db.ensure_connection()  # a connection opened here counts as checked (health_check_done)
+    check = db.health_check_enabled and not db.health_check_done and not db.in_atomic_block
     try:
         locked, row = _lock_and_load_query(instance_id, params)
     except (OperationalError, InterfaceError):
         if not check:
             raise
-        connection.close()  # the server releases a run lock the dead session may have held
-        connection.ensure_connection()
+        db.close()  # the server releases a run lock the dead session may have held
+        db.ensure_connection()
         locked, row = _lock_and_load_query(instance_id, params)
     if check:
-        connection.health_check_done = True
+        db.health_check_done = True
     if not locked:
         return False, None
     return True, None if row is None else _instance_from_row(row)
@@ -399,7 +478,8 @@ def _lock_and_load_query(instance_id, params: list) -> tuple[bool, tuple | None]
     try:
         # ClientCursor: two statements in one query need the simple query protocol; it binds both
         # values as escaped literals (psycopg's quoting), never by string formatting here.
-        with connection.wrap_database_errors, psycopg.ClientCursor(connection.connection) as cursor:
+        db = connections[DEFAULT_DB_ALIAS]
+        with db.wrap_database_errors, psycopg.ClientCursor(db.connection) as cursor:
             cursor.execute(_PG_LOCK_AND_LOAD, params)
             row = cursor.fetchone()
             assert row is not None  # SELECT pg_try_advisory_lock(...) always returns one row
@@ -416,7 +496,7 @@ def _lock_and_load_query(instance_id, params: list) -> tuple[bool, tuple | None]
 
 
 def _release_run_lock(instance_id) -> None:
-    if connection.vendor != "postgresql":
+    if not _on_postgresql():
         return
     try:
         _execute_raw("SELECT pg_advisory_unlock(%s)", [_run_lock_key(instance_id)])
@@ -424,9 +504,23 @@ def _release_run_lock(instance_id) -> None:
         pass  # the connection is gone, and the server released the lock with it
 
 
+# Whether the instance is Running with a pending token (state.tokens a non-empty list), read by
+# the server: no state travels for the answer. Constant text; both values are parameters.
+_PG_HAS_RUNNABLE_WORK = (
+    "SELECT status = %s AND CASE jsonb_typeof(state -> 'tokens') "
+    "WHEN 'array' THEN jsonb_array_length(state -> 'tokens') > 0 ELSE false END "
+    "FROM workflows_workflowinstance WHERE id = %s"
+)
+
+
 def _has_runnable_work(instance_id) -> bool:
-    row = WorkflowInstance.objects.filter(pk=instance_id).values_list("status", "state").first()
-    return bool(row and row[0] == InstanceStatus.RUNNING and (row[1] or {}).get("tokens"))
+    if _on_postgresql():
+        _, row = execute_bound(
+            _PG_HAS_RUNNABLE_WORK, [InstanceStatus.RUNNING, uuid.UUID(str(instance_id))], prepare=True
+        )
+        return bool(row and row[0])
+    found = WorkflowInstance.objects.filter(pk=instance_id).values_list("status", "state").first()
+    return bool(found and found[0] == InstanceStatus.RUNNING and (found[1] or {}).get("tokens"))
 
 
 def run_instance(instance_id) -> int:
@@ -476,7 +570,7 @@ def _run_locked(instance_id, cached: WorkflowInstance | None) -> tuple[int, str 
 def _step(instance_id, cached: WorkflowInstance | None) -> tuple[WorkflowInstance | None, bool]:
     """Run one step; returns the instance and whether another step may follow."""
     if cached is None:
-        cached = WorkflowInstance.objects.filter(pk=instance_id).first()
+        cached = _load_instance(instance_id)
         if cached is None:
             return None, False
     instance = cached
@@ -596,7 +690,7 @@ def advance(instance: WorkflowInstance, graph: Graph, now: dt.datetime) -> None:
         input=instance.input,
         outputs=instance.outputs,
         actor=ENGINE_ACTOR,
-        _secrets=plaintexts(secret_values.values()),
+        _secrets=plaintexts(secret_values.values()) if secret_values else frozenset(),
     )
     if "resume" in token:
         result = Done(token["resume"]["outcome"], token["resume"].get("output"))
@@ -741,17 +835,8 @@ def record_execution(
     A resumed activity completes its Suspended record instead (updated here, in the step's
     transaction), so every activity run has one record; then None is returned.
     """
-    if "resume" in token:
-        ids = list(
-            ActivityExecution.objects.filter(
-                instance=instance, activity_id=activity_id, status=ActivityExecution.Status.SUSPENDED
-            )
-            .order_by("-id")
-            .values_list("id", flat=True)[:1]
-        )
-        if ids:
-            ActivityExecution.objects.filter(id=ids[0]).update(status=status, finished_at=finished_at, **fields)
-            return None
+    if "resume" in token and _complete_suspended(instance, activity_id, status, finished_at, fields):
+        return None
     return {
         "activity_id": activity_id,
         "activity_type": activity_type,
@@ -763,6 +848,44 @@ def record_execution(
         "output": fields.get("output"),
         "error": fields.get("error", ""),
     }
+
+
+# The latest Suspended record of the activity, completed in one statement (the run lock is held,
+# and the step's transaction makes it commit with the step). Constant text; values are parameters.
+_PG_COMPLETE_SUSPENDED = (
+    "UPDATE workflows_activityexecution SET status = %s, finished_at = %s::timestamptz, "
+    "outcome = %s, output = %s::jsonb, error = %s "
+    "WHERE id = (SELECT id FROM workflows_activityexecution "
+    "WHERE instance_id = %s AND activity_id = %s AND status = %s ORDER BY id DESC LIMIT 1)"
+)
+
+
+def _complete_suspended(instance, activity_id: str, status: str, finished_at, fields: dict) -> bool:
+    """Complete the activity's latest Suspended record; False when it has none."""
+    if not _on_postgresql():
+        ids = list(
+            ActivityExecution.objects.filter(
+                instance=instance, activity_id=activity_id, status=ActivityExecution.Status.SUSPENDED
+            )
+            .order_by("-id")
+            .values_list("id", flat=True)[:1]
+        )
+        if ids:
+            ActivityExecution.objects.filter(id=ids[0]).update(status=status, finished_at=finished_at, **fields)
+        return bool(ids)
+    # The Suspended record has outcome "", output null and error "": the fields this completion
+    # does not set keep those values, as an insert of the completed record would have them.
+    params = [
+        status,
+        finished_at,
+        fields.get("outcome", ""),
+        json.dumps(fields.get("output")),
+        fields.get("error", ""),
+        instance.pk,
+        activity_id,
+        ActivityExecution.Status.SUSPENDED,
+    ]
+    return _execute_raw(_PG_COMPLETE_SUSPENDED, params) == 1
 
 
 def fault_locked(
