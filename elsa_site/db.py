@@ -5,6 +5,7 @@ from typing import Any
 
 import psycopg
 from django.db import DEFAULT_DB_ALIAS, connections
+from psycopg.pq import ExecStatus
 
 
 def execute_bound(
@@ -25,13 +26,27 @@ def execute_bound(
     db = connections[using]
     db.validate_no_broken_transaction()
     db.ensure_connection()
-    raw: Any = db.connection
+    cursor = _cursor(db.connection)
     started = time.monotonic()
     try:
-        with db.wrap_database_errors, psycopg.Cursor(raw) as cursor:
+        with db.wrap_database_errors:
             cursor.execute(sql, params, prepare=prepare)
-            return cursor.rowcount, cursor.fetchone() if cursor.description else None
+            # The result's status, not cursor.description (which builds a Column per column).
+            result = cursor.pgresult
+            if result is not None and result.status == ExecStatus.TUPLES_OK:
+                return cursor.rowcount, cursor.fetchone()
+            return cursor.rowcount, None
     finally:
         if db.queries_logged:
             # Visible like any query to Django's query log (DEBUG, CaptureQueriesContext).
             db.queries_log.append({"sql": sql, "time": f"{time.monotonic() - started:.3f}"})
+
+
+def _cursor(raw: Any) -> psycopg.Cursor:
+    """One server-binding cursor per psycopg connection, kept on it: building a cursor copies the
+    connection's adapters, every time. A Django connection belongs to one thread, and so does its
+    cursor; a new connection (reconnect, fork) gets a cursor of its own."""
+    cursor = getattr(raw, "_elsa_bound_cursor", None)
+    if cursor is None or cursor.closed:
+        cursor = raw._elsa_bound_cursor = psycopg.Cursor(raw)
+    return cursor
