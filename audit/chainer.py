@@ -27,8 +27,10 @@ logger = logging.getLogger("elsa.audit")
 IDLE_SECONDS = 1.0
 # Once woken, the thread lets this much time pass before chaining, so that the commits of that
 # moment (of this process and of every other one) are chained in one pass: one round trip and one
-# short lock instead of one per commit. Events reach the chain this much later.
-GATHER_SECONDS = 0.01
+# short lock instead of one per commit. Events reach the chain this much later. 50 ms rather than
+# 10: 4 writer processes appended 1,400-1,900 events/s against 1,290-1,480 in alternating runs,
+# fewer passes (each a round trip, a lock queue and a function call) chaining more events each.
+GATHER_SECONDS = 0.05
 RETRY_SECONDS = 1.0
 
 
