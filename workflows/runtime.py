@@ -168,18 +168,6 @@ _MUTABLE = (
 )
 _JSON = {"variables", "secret_variables", "outputs", "state"}
 _EXECUTION_COLUMNS = ActivityExecution.RECORD_FIELDS
-# save_state binds an execution record's values in this order.
-assert _EXECUTION_COLUMNS == (
-    "activity_id",
-    "activity_type",
-    "status",
-    "attempt",
-    "started_at",
-    "finished_at",
-    "outcome",
-    "output",
-    "error",
-)
 
 
 def _cast(model, column: str) -> str:
@@ -289,17 +277,7 @@ def save_state(
             ]
         params += (instance.pk, expected)
         if execution is not None:
-            params += (
-                execution["activity_id"],
-                execution["activity_type"],
-                execution["status"],
-                execution["attempt"],
-                execution["started_at"],
-                execution["finished_at"],
-                execution["outcome"],
-                json.dumps(execution["output"]),
-                execution["error"],
-            )
+            params += (json.dumps(execution[c]) if c == "output" else execution[c] for c in _EXECUTION_COLUMNS)
         # The update matches one row or none; the execution row is inserted only if it matched.
         matched = _execute_raw(sql, params) == 1
     else:
