@@ -179,9 +179,8 @@ def _audit_chained_before_flush(request):
     waits for any pass in flight; a later pass finds nothing and holds no lock the flush waits on."""
     marker = request.node.get_closest_marker("django_db")
     transactional = bool(marker and (marker.kwargs.get("transaction") or marker.kwargs.get("reset_sequences")))
-    transactional = transactional or any(
-        name in request.fixturenames for name in ("transactional_db", "live_server", "live_worker")
-    )
+    # fixturenames is the whole closure: live_worker brings transactional_db in.
+    transactional = transactional or any(name in request.fixturenames for name in ("transactional_db", "live_server"))
     if not transactional:
         yield
         return

@@ -195,10 +195,17 @@ _SET = ", ".join(f"{c} = %s{_cast(WorkflowInstance, c)}" for c in _MUTABLE)
 _ROW = ", ".join(f"%s{_cast(ActivityExecution, c)}" for c in _EXECUTION_COLUMNS)
 # A step that changes no lifecycle status (durable=False) writes only the run state: status,
 # finished_at and the fault columns change only with a lifecycle transition, which is durable.
-_STEP_COLUMNS = ("variables", "secret_variables", "outputs", "state", "step_count", "revision", "updated_at")
-_STEP_SET = ", ".join(f"{c} = %s{_cast(WorkflowInstance, c)}" for c in _STEP_COLUMNS) + (
-    ", next_timer_at = %s::timestamptz"
+_STEP_COLUMNS = (
+    "variables",
+    "secret_variables",
+    "outputs",
+    "state",
+    "step_count",
+    "revision",
+    "updated_at",
+    "next_timer_at",
 )
+_STEP_SET = ", ".join(f"{c} = %s{_cast(WorkflowInstance, c)}" for c in _STEP_COLUMNS)
 
 
 def _pg_update(durable: bool, assignments: str = _SET) -> str:
@@ -217,12 +224,14 @@ def _pg_persist(update: str) -> str:
     )
 
 
-# (durable, with an execution record) -> statement; the steps' own statements are apart.
-_PG_SAVE = {(durable, False): _pg_update(durable) for durable in (True, False)} | {
-    (durable, True): _pg_persist(_pg_update(durable)) for durable in (True, False)
+# durable -> (the columns written, {with an execution record: statement}).
+_PG_SAVE = {
+    durable: (columns, {False: update, True: _pg_persist(update)})
+    for durable, columns, update in (
+        (True, _MUTABLE, _pg_update(True)),
+        (False, _STEP_COLUMNS, _pg_update(False, _STEP_SET)),
+    )
 }
-_PG_STEP = _pg_update(False, _STEP_SET)
-_PG_STEP_PERSIST = _pg_persist(_PG_STEP)
 
 
 def _execute_raw(sql: str, params: list) -> int:
@@ -256,25 +265,13 @@ def save_state(
     instance.updated_at = now
     instance.next_timer_at = next_timer(instance.state)
     if _on_postgresql():
-        if durable:
-            sql = _PG_SAVE[True, execution is not None]
-            params = [json.dumps(getattr(instance, c)) if c in _JSON else getattr(instance, c) for c in _MUTABLE]
-        else:
-            # Only a Running instance steps without a lifecycle change; anything else is a bug
-            # that must not silently leave a status unwritten.
-            if instance.status != InstanceStatus.RUNNING:
-                raise RuntimeError("a lifecycle change must be saved durably")
-            sql = _PG_STEP if execution is None else _PG_STEP_PERSIST
-            params = [
-                json.dumps(instance.variables),
-                json.dumps(instance.secret_variables),
-                json.dumps(instance.outputs),
-                json.dumps(instance.state),
-                instance.step_count,
-                instance.revision,
-                now,
-                instance.next_timer_at,
-            ]
+        # Only a Running instance steps without a lifecycle change; anything else is a bug that
+        # must not silently leave a status unwritten.
+        if not durable and instance.status != InstanceStatus.RUNNING:
+            raise RuntimeError("a lifecycle change must be saved durably")
+        columns, statements = _PG_SAVE[durable]
+        sql = statements[execution is not None]
+        params = [json.dumps(getattr(instance, c)) if c in _JSON else getattr(instance, c) for c in columns]
         params += (instance.pk, expected)
         if execution is not None:
             params += (json.dumps(execution[c]) if c == "output" else execution[c] for c in _EXECUTION_COLUMNS)
