@@ -1,4 +1,4 @@
-"""Project app: registers the project-wide security checks."""
+"""Project app: registers the project-wide security checks and freezes the start-up heap."""
 
 from django.apps import AppConfig
 
@@ -9,3 +9,7 @@ class ElsaSiteConfig(AppConfig):
 
     def ready(self) -> None:
         from elsa_site import checks  # noqa: F401 - registers the checks
+        from elsa_site.heap import freeze_startup_heap
+
+        # The last installed app: every other app's ready() has run, the heap is built.
+        freeze_startup_heap()

@@ -3,7 +3,7 @@
 import os
 
 from celery import Celery
-from celery.signals import setup_logging
+from celery.signals import setup_logging, worker_process_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "elsa_site.settings")
 
@@ -20,6 +20,14 @@ def _use_django_logging(**kwargs):
     from django.conf import settings
 
     logging.config.dictConfig(settings.LOGGING)
+
+
+@worker_process_init.connect
+def _freeze_startup_heap(**kwargs):
+    # Each pool process, once the tasks are imported: collections skip the start-up heap.
+    from elsa_site.heap import freeze_startup_heap
+
+    freeze_startup_heap()
 
 
 @app.task(name="elsa.ping")
