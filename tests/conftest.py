@@ -36,7 +36,7 @@ def pytest_configure(config):
 def pytest_collection_modifyitems(config, items):
     from django.conf import settings
 
-    postgres = settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+    postgres = getattr(settings, "POSTGRES_AVAILABLE", False)
     redis = getattr(settings, "REDIS_AVAILABLE", False)
     for item in items:
         if "postgres" in item.keywords and not postgres:

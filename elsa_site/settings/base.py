@@ -50,12 +50,13 @@ INSTALLED_APPS = [
     "rest_framework_simplejwt.token_blacklist",
     "drf_spectacular",
     "drf_spectacular_sidecar",
-    "elsa_site",
     "audit",
     "identity",
     "workflows",
     "workflows.executors",
     "bookmarks",
+    # Last: its ready() freezes the start-up heap once every other app's ready() has run.
+    "elsa_site",
 ]
 
 MIDDLEWARE = [
@@ -98,6 +99,7 @@ VAR_DIR.mkdir(parents=True, exist_ok=True)
 # never prepared), each parsed and planned once per connection instead of once per run: set
 # ELSA_DB_PREPARED_STATEMENTS=false behind a pooler that cannot keep them (PgBouncer in
 # transaction mode before 1.21).
+POSTGRES_ENGINE = "elsa_site.postgresql"
 POSTGRES_OPTIONS = {"prepare_threshold": 5} if env.bool("ELSA_DB_PREPARED_STATEMENTS", default=True) else {}
 DATABASES = {"default": env.db_url("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'elsa.sqlite3'}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -106,6 +108,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
     )
 else:
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        # Django's backend with a health check that needs no round trip (elsa_site/postgresql).
+        DATABASES["default"]["ENGINE"] = POSTGRES_ENGINE
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("ELSA_DB_CONN_MAX_AGE", default=60))
     DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
     DATABASES["default"]["OPTIONS"] = {**POSTGRES_OPTIONS, **DATABASES["default"].get("OPTIONS", {})}

@@ -32,7 +32,7 @@ TEST_REDIS_DB = int(os.environ.get("ELSA_TEST_REDIS_DB", "1"))
 if POSTGRES_AVAILABLE:
     DATABASES = {
         "default": {
-            "ENGINE": "django.db.backends.postgresql",
+            "ENGINE": POSTGRES_ENGINE,  # noqa: F405 - as in production
             "NAME": TEST_DB_NAME,
             "USER": "postgres",
             "HOST": PG_HOST,
