@@ -12,7 +12,9 @@ TARGET = 2000.0  # events/s: the issue's target, printed beside the measured rat
 
 # Each writer is a separate OS process: one transaction per event, as a service records it, and
 # the event chained right after each commit by the writer itself (audit_record's after-commit
-# hook), so the clock stops only when every event is in the chain.
+# hook). Each writer says "done" after its last commit; the clock stops when every writer is done
+# and no event is left pending (every event is in the chain), not when the processes have exited:
+# tearing down an interpreter is not appending.
 _WRITER = """
 import sys
 import django
@@ -33,6 +35,7 @@ for number in range(count):
             actor=Actor.system(tag),
             context={"n": number},
         )
+print("done", flush=True)
 """
 
 
@@ -49,11 +52,22 @@ sys.stdin.readline()
 for number in range(count):
     conn.execute("INSERT INTO bench_audit_baseline (n) VALUES (%s)", [number])
     conn.commit()
+print("done", flush=True)
 """
 
 
-def _run_writers(h, code: str, args: list[str], env: dict | None = None) -> float:
-    """Start WRITERS processes, release them together, return the seconds until all finished."""
+def _nothing_pending() -> None:
+    """Wait until no recorded event is left unchained (the writers' chainers chain the last ones)."""
+    from audit.models import PendingAuditEvent
+
+    # ORDER BY id LIMIT 1 reads the primary key index; the table's heap is mostly dead rows.
+    while PendingAuditEvent.objects.order_by("id").values_list("id", flat=True).first() is not None:
+        time.sleep(0.002)
+
+
+def _run_writers(h, code: str, args: list[str], env: dict | None = None, until=None) -> float:
+    """Start WRITERS processes, release them together, return the seconds until every one is done
+    (and `until()` has returned)."""
     writers = [
         subprocess.Popen(
             [sys.executable, "-c", code, *args, f"writer-{n}"],
@@ -76,9 +90,15 @@ def _run_writers(h, code: str, args: list[str], env: dict | None = None) -> floa
             writer.stdin.write("go\n")  # type: ignore[union-attr]  # a pipe, checked above
             writer.stdin.flush()  # type: ignore[union-attr]
         for writer in writers:
+            if writer.stdout.readline().strip() != "done":  # type: ignore[union-attr]  # a pipe
+                raise RuntimeError("a writer failed")
+        if until is not None:
+            until()
+        elapsed = time.perf_counter() - started
+        for writer in writers:
             if writer.wait(timeout=600) != 0:
                 raise RuntimeError("a writer failed")
-        return time.perf_counter() - started
+        return elapsed
     finally:
         for writer in writers:
             if writer.poll() is None:
@@ -108,7 +128,7 @@ def measure(h) -> dict:
 
     baseline = _baseline_rate(h)
     before = AuditEvent.objects.count()
-    elapsed = _run_writers(h, _WRITER, [str(EVENTS_PER_WRITER)])
+    elapsed = _run_writers(h, _WRITER, [str(EVENTS_PER_WRITER)], until=_nothing_pending)
     appended = AuditEvent.objects.count() - before
     if PendingAuditEvent.objects.exists():
         raise RuntimeError("events were left recorded but not chained")
