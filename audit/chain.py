@@ -167,20 +167,33 @@ def compute_hash(**fields) -> str:
     return hashlib.sha256(canonical_event(**fields)).hexdigest()
 
 
+class _NotPlainJSON(Exception):
+    """A value that is not made only of dict (str keys), list, str, int, float, bool and None."""
+
+
 def _normalize(value):
-    if isinstance(value, dict):
-        return {_normalize_str(str(k)): _normalize(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_normalize(v) for v in value]
-    if isinstance(value, str):
+    # Exact types only: a str or int subclass (an enum, a lazy string) takes the JSON round trip.
+    kind = type(value)
+    if kind is str:
         return _normalize_str(value)
-    if isinstance(value, float):
+    if kind is dict:
+        normalized = {}
+        for key, item in value.items():
+            if type(key) is not str:
+                raise _NotPlainJSON
+            normalized[_normalize_str(key)] = _normalize(item)
+        return normalized
+    if kind is list:
+        return [_normalize(item) for item in value]
+    if kind is int or kind is bool or value is None:
+        return value
+    if kind is float:
         if not math.isfinite(value):
             raise ValueError("audit context and metadata cannot hold NaN or Infinity")
         # PostgreSQL's jsonb prints 1e+20 as 100000000000000000000 (an int when read back) and has
         # no -0.0, so integral floats are stored as ints: the hash covers what reads back.
         return int(value) if value.is_integer() else value
-    return value
+    raise _NotPlainJSON
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -208,7 +221,12 @@ def normalize_json(value) -> dict | list | str | int | float | bool | None:
     """A JSON value that reads back identically from SQLite and PostgreSQL jsonb (so hashes hold)."""
     if value is None:
         return {}
-    # UUIDs, datetimes and Decimals become strings, as they would in any JSON export.
+    try:
+        # Plain JSON types (nearly every event's context): normalized as they are.
+        return _normalize(value)
+    except _NotPlainJSON:
+        pass
+    # UUIDs, datetimes and Decimals become strings, as they would in any JSON export; tuples lists.
     plain = json.loads(json.dumps(value, cls=DjangoJSONEncoder, allow_nan=False))
     return _normalize(plain)
 
