@@ -1,8 +1,11 @@
 """Writes of the audit app: record an event, chain pending events, record a signed checkpoint."""
 
+import functools
 import ipaddress
 import logging
 import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -88,11 +91,11 @@ def _event_fields(
     *,
     event_type: str,
     action: str,
-    result: str,
-    resource: tuple[str, str] | None,
+    result: str = AuditEvent.Result.SUCCESS,
+    resource: tuple[str, str] | None = None,
     actor: Actor,
-    context: dict | None,
-    metadata: dict | None,
+    context: dict | None = None,
+    metadata: dict | None = None,
 ) -> dict:
     """The validated, normalized payload of one event (every column but id and the hashes)."""
     if not event_type or not action:
@@ -146,23 +149,47 @@ def _with_parts(values: dict) -> dict:
     return {**values, "canonical_head": head, "canonical_middle": middle, "canonical_tail": tail}
 
 
-# PostgreSQL: the statement audit_record sends, prepared once per connection and run through
-# elsa_site.db.execute_bound (Django's cursor wrapper, client-side quoting and per-field
-# preparation cost more CPU than the insert itself, for every audited action). Values are bound by
-# psycopg (uuid, timestamptz and text natively, JSON as text cast to jsonb).
-_PG_INSERT_PENDING = (  # constant column names only
-    "INSERT INTO audit_pendingauditevent ("  # noqa: S608
-    + ", ".join(_PENDING)
-    + ") VALUES ("
-    + ", ".join("%s::jsonb" if name in ("context", "metadata") else "%s" for name in _PENDING)
+_JSON_COLUMNS = ("context", "metadata")
+# Server-side binding: in the fenced form below a parameter takes its type from its value, not
+# from the column it fills, so the non-text columns get an explicit cast. Text columns keep the
+# assignment's own length check (a cast to varchar(n) would truncate silently).
+_PG_CASTS = {"UUIDField": "::uuid", "DateTimeField": "::timestamptz", "JSONField": "::jsonb"}
+_PG_ROW = (
+    "("
+    + ", ".join(
+        f"%s{_PG_CASTS.get(PendingAuditEvent._meta.get_field(name).get_internal_type(), '')}" for name in _PENDING
+    )
     + ")"
 )
 
 
-def _insert_pending(values: dict) -> None:
-    if connection.vendor == "postgresql":
-        params = [json_value(values[name]) if name in ("context", "metadata") else values[name] for name in _PENDING]
-        execute_bound(_PG_INSERT_PENDING, params, prepare=True)
+@functools.cache
+def _pg_insert_pending(count: int, after: str | None = None) -> str:
+    """The INSERT of `count` pending events, fixed per shape so it can be prepared.
+
+    With `after` (a CTE of the same statement), the events are inserted only if it returns a row.
+    Built from constant column names only; every value is a bound parameter.
+    """
+    head = f"INSERT INTO audit_pendingauditevent ({', '.join(_PENDING)}) "  # noqa: S608
+    rows = ", ".join([_PG_ROW] * count)
+    if after is None:
+        return f"{head}VALUES {rows}"
+    if not after.isidentifier():
+        raise ValueError(f"not a CTE name: {after!r}")
+    return f"{head}SELECT * FROM (VALUES {rows}) AS pending WHERE EXISTS (SELECT FROM {after})"  # noqa: S608
+
+
+def _pg_params(values: dict) -> list:
+    # psycopg binds uuid, timestamptz and text natively; JSON travels as text cast to jsonb.
+    return [json_value(values[name]) if name in _JSON_COLUMNS else values[name] for name in _PENDING]
+
+
+def _insert_pending(values: dict, db) -> None:
+    if db.vendor == "postgresql":
+        # Prepared once per connection and run through elsa_site.db.execute_bound: Django's cursor
+        # wrapper, client-side quoting and per-field preparation cost more CPU than the insert
+        # itself, for every audited action.
+        execute_bound(_pg_insert_pending(1), _pg_params(values), prepare=True, using=db.alias)
         return
     sql, fields = _insert_sql(PendingAuditEvent, _PENDING)
     with connection.cursor() as cursor:
@@ -247,12 +274,12 @@ def _seal_after_commit() -> None:
     chainer.notify()
 
 
-def _schedule_seal() -> None:
+def _schedule_seal(db) -> None:
     # One hook per transaction, however many events it records (a rolled-back savepoint drops
     # its hooks, and a later event registers a new one).
-    if any(func is _seal_after_commit for _, func, _ in connection.run_on_commit):
+    if any(func is _seal_after_commit for _, func, _ in db.run_on_commit):
         return
-    transaction.on_commit(_seal_after_commit)
+    db.on_commit(_seal_after_commit)
 
 
 def audit_record(
@@ -284,11 +311,59 @@ def audit_record(
         context=context,
         metadata=metadata,
     )
-    # savepoint=False: inside the caller's transaction a failed insert dooms that whole
-    # transaction (fail closed: the caller cannot catch it and commit its change without the event).
-    with transaction.atomic(savepoint=False):
-        _insert_pending(_with_parts(values))
-        _schedule_seal()
+    values = _with_parts(values)
+    db = transaction.get_connection()
+    if not db.in_atomic_block:
+        with transaction.atomic(using=db.alias):  # an event of its own
+            _insert_pending(values, db)
+            _schedule_seal(db)
+        return
+    try:
+        _insert_pending(values, db)
+    except BaseException:
+        # What atomic(savepoint=False) would do, without its bookkeeping on every event: a failed
+        # insert dooms the caller's whole transaction (fail closed: the caller cannot catch the
+        # error and commit its change without the event).
+        db.set_rollback(True)
+        raise
+    _schedule_seal(db)
+
+
+def audit_pending_insert(events: Sequence[Mapping[str, Any]], *, after: str | None = None) -> tuple[str, list]:
+    """PostgreSQL: an INSERT recording `events` as pending, for a statement of the caller's, and its parameters.
+
+    Each event is given as audit_record's keyword arguments and is validated and normalized as
+    audit_record does it (InvalidInput before any database work). The text is fixed per number of
+    events and `after`, so it can be prepared. It is meant as the main statement of a WITH whose
+    CTEs make the change being recorded; with after=<name of one of them> (a fenced UPDATE ...
+    RETURNING, say) the events are inserted only if that CTE returns a row. Run the whole
+    statement with audit_pending_execute(), inside the change's transaction: the change and its
+    events then succeed or fail together.
+    """
+    if not events:
+        raise ValueError("audit_pending_insert needs at least one event")
+    params: list = []
+    for event in events:
+        params += _pg_params(_with_parts(_event_fields(**event)))
+    return _pg_insert_pending(len(events), after), params
+
+
+def audit_pending_execute(sql: str, params: list) -> int:
+    """Run a statement holding audit_pending_insert()'s INSERT, as audit_record runs its own; returns its row count.
+
+    Prepared (elsa_site.db.execute_bound). A failure dooms the caller's transaction, as in
+    audit_record (fail closed); once events were inserted, they are chained after commit.
+    """
+    db = transaction.get_connection()
+    try:
+        count, _ = execute_bound(sql, params, prepare=True, using=db.alias)
+    except BaseException:
+        if db.in_atomic_block:
+            db.set_rollback(True)
+        raise
+    if count:
+        _schedule_seal(db)
+    return count
 
 
 @transaction.atomic

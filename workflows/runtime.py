@@ -4,6 +4,7 @@ import datetime as dt
 import json
 import logging
 import uuid
+from collections.abc import Mapping, Sequence
 from contextlib import nullcontext, suppress
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +23,7 @@ from django.db import (
 from django.utils import timezone
 
 from audit.actors import Actor
-from audit.services import audit_record
+from audit.services import audit_pending_execute, audit_pending_insert, audit_record
 from elsa_site.celery import app
 from elsa_site.db import execute_bound
 from workflows import signals
@@ -108,39 +109,63 @@ def change_status(instance: WorkflowInstance, target: str, *, now: dt.datetime) 
     return [target]
 
 
+def _lifecycle_event(
+    instance: WorkflowInstance, verb: str, *, actor: Actor, context: dict | None = None, metadata: dict | None = None
+) -> dict:
+    """The audit event of a lifecycle change of the instance (audit_record's keyword arguments)."""
+    return {
+        "event_type": f"workflow.instance.{verb}",
+        "action": verb,
+        "resource": ("workflow-instance", str(instance.pk)),
+        "actor": actor,
+        "context": {
+            "definition_id": str(instance.definition_id),
+            "definition_version_id": instance.definition_version_id,
+            **(context or {}),
+        },
+        "metadata": metadata,
+    }
+
+
+def _status_event(instance: WorkflowInstance, target: str, *, actor: Actor, context: dict | None) -> dict:
+    metadata = {"fault": instance.fault_message} if target == InstanceStatus.FAULTED else None
+    return _lifecycle_event(instance, _STATUS_EVENTS[target][0], actor=actor, context=context, metadata=metadata)
+
+
+def _send_status_signal(instance: WorkflowInstance, target: str, *, actor: Actor) -> None:
+    signal = _STATUS_EVENTS[target][1]
+    if signal is not None:
+        signal.send(sender=WorkflowInstance, instance=instance, actor=actor)
+
+
 def emit_status_events(instance: WorkflowInstance, events: list, *, actor: Actor, context: dict | None = None) -> None:
     """Audit and signal status changes, inside the caller's transaction, after the row is saved."""
     for target in events:
-        verb, signal = _STATUS_EVENTS[target]
-        metadata = {"fault": instance.fault_message} if target == InstanceStatus.FAULTED else None
-        audit_record(
-            event_type=f"workflow.instance.{verb}",
-            action=verb,
-            resource=("workflow-instance", str(instance.pk)),
-            actor=actor,
-            context={
-                "definition_id": str(instance.definition_id),
-                "definition_version_id": instance.definition_version_id,
-                **(context or {}),
-            },
-            metadata=metadata,
-        )
-        if signal is not None:
-            signal.send(sender=WorkflowInstance, instance=instance, actor=actor)
+        audit_record(**_status_event(instance, target, actor=actor, context=context))
+        _send_status_signal(instance, target, actor=actor)
 
 
-def emit_status_events_started(instance: WorkflowInstance, *, actor: Actor) -> None:
-    """Audit a new instance (the creation is its first lifecycle event)."""
-    audit_record(
-        event_type="workflow.instance.started",
-        action="started",
-        resource=("workflow-instance", str(instance.pk)),
-        actor=actor,
-        context={
-            "definition_id": str(instance.definition_id),
-            "definition_version_id": instance.definition_version_id,
-        },
-    )
+def save_and_emit(
+    instance: WorkflowInstance,
+    now: dt.datetime,
+    events: list,
+    *,
+    actor: Actor,
+    execution: dict | None = None,
+    context: dict | None = None,
+    durable: bool = True,
+) -> None:
+    """Save the run state with the audit events of its status changes, then signal them (emit_status_events).
+
+    Inside the caller's transaction: on PostgreSQL the state write, the execution record and the
+    events are one statement (save_state), and the listeners then see the row and its events
+    written and write in the same transaction. A status change is always saved durably. (A step
+    changes the status once at most; with several changes every event would precede the signals.)
+    """
+    audited = [_status_event(instance, target, actor=actor, context=context) for target in events]
+    save_state(instance, now, execution, durable=durable or bool(events), audit_events=audited)
+    for target in events:
+        _send_status_signal(instance, target, actor=actor)
 
 
 def next_timer(state: dict) -> dt.datetime | None:
@@ -216,12 +241,14 @@ def _pg_update(durable: bool, assignments: str = _SET) -> str:
     )
 
 
+_PG_EXECUTION = (
+    f"INSERT INTO workflows_activityexecution (instance_id, {', '.join(_EXECUTION_COLUMNS)}) "  # noqa: S608
+    f"SELECT upd.id, {_ROW} FROM upd"
+)
+
+
 def _pg_persist(update: str) -> str:
-    return (
-        f"WITH upd AS ({update} RETURNING id) "  # noqa: S608
-        f"INSERT INTO workflows_activityexecution (instance_id, {', '.join(_EXECUTION_COLUMNS)}) "
-        f"SELECT upd.id, {_ROW} FROM upd"
-    )
+    return f"WITH upd AS ({update} RETURNING id) {_PG_EXECUTION}"
 
 
 # durable -> (the columns written, {with an execution record: statement}).
@@ -232,6 +259,22 @@ _PG_SAVE = {
         (False, _STEP_COLUMNS, _pg_update(False, _STEP_SET)),
     )
 }
+# A lifecycle change (durable) with its audit events: {with an execution record: the CTEs} of a
+# statement whose main part is audit's INSERT of the events, fenced by `upd` (no match, no events).
+_PG_AUDITED_CTES = {
+    False: f"upd AS ({_pg_update(True)} RETURNING id)",
+    True: f"upd AS ({_pg_update(True)} RETURNING id), execution AS ({_PG_EXECUTION})",
+}
+# (CTEs, audit's INSERT) -> the statement: built once per shape, so each text can be prepared.
+_pg_audited: dict[tuple[str, str], str] = {}
+
+
+def _with_events(ctes: str, events_insert: str) -> str:
+    key = (ctes, events_insert)
+    sql = _pg_audited.get(key)
+    if sql is None:
+        sql = _pg_audited[key] = f"WITH {ctes} {events_insert}"
+    return sql
 
 
 def _execute_raw(sql: str, params: list) -> int:
@@ -246,9 +289,14 @@ def _on_postgresql() -> bool:
 
 
 def save_state(
-    instance: WorkflowInstance, now: dt.datetime, execution: dict | None = None, *, durable: bool = True
+    instance: WorkflowInstance,
+    now: dt.datetime,
+    execution: dict | None = None,
+    *,
+    durable: bool = True,
+    audit_events: Sequence[Mapping[str, Any]] = (),
 ) -> None:
-    """Write the run state (and this step's execution record), fenced by the revision read.
+    """Write the run state (and this step's execution record and audit events), fenced by the revision read.
 
     ``durable=False`` (a step that changes no lifecycle status, hence writes no audit event)
     commits without waiting for the WAL flush: a worker crash loses nothing (the server has the
@@ -256,6 +304,10 @@ def save_state(
     which then run again exactly as after a worker crash. Lifecycle changes always flush. Such a
     step writes only the run state (variables, outputs, scheduling state, counters, timer): the
     status and fault columns, which only a lifecycle change moves, are left as they are.
+
+    ``audit_events`` (audit_record's keyword arguments) record the status change being saved: on
+    PostgreSQL in the same statement (audit.services.audit_pending_insert), inserted only if the
+    update matched; elsewhere by audit_record after the write.
 
     Raises StaleInstance when the row moved on meanwhile; the caller's transaction then rolls
     back, the execution record included, and the runner reloads before trying again.
@@ -267,16 +319,21 @@ def save_state(
     if _on_postgresql():
         # Only a Running instance steps without a lifecycle change; anything else is a bug that
         # must not silently leave a status unwritten.
-        if not durable and instance.status != InstanceStatus.RUNNING:
+        if not durable and (instance.status != InstanceStatus.RUNNING or audit_events):
             raise RuntimeError("a lifecycle change must be saved durably")
         columns, statements = _PG_SAVE[durable]
-        sql = statements[execution is not None]
         params = [json.dumps(getattr(instance, c)) if c in _JSON else getattr(instance, c) for c in columns]
         params += (instance.pk, expected)
         if execution is not None:
             params += (json.dumps(execution[c]) if c == "output" else execution[c] for c in _EXECUTION_COLUMNS)
-        # The update matches one row or none; the execution row is inserted only if it matched.
-        matched = _execute_raw(sql, params) == 1
+        if audit_events:
+            # The events are inserted only if the update matched; the statement's row count is theirs.
+            insert, event_params = audit_pending_insert(audit_events, after="upd")
+            sql = _with_events(_PG_AUDITED_CTES[execution is not None], insert)
+            matched = audit_pending_execute(sql, params + event_params) == len(audit_events)
+        else:
+            # The update matches one row or none; the execution row is inserted only if it matched.
+            matched = _execute_raw(statements[execution is not None], params) == 1
     else:
         matched = (
             WorkflowInstance.objects.filter(pk=instance.pk, revision=expected).update(
@@ -286,6 +343,9 @@ def save_state(
         )
         if matched and execution is not None:
             ActivityExecution.objects.create(instance_id=instance.pk, **execution)
+        if matched:
+            for event in audit_events:
+                audit_record(**event)
     if not matched:
         instance.revision = expected
         raise StaleInstance(str(instance.pk))
@@ -298,18 +358,27 @@ _PG_INSERT = (
     f"({', '.join(f.column for f in WorkflowInstance._meta.concrete_fields)}) "
     f"VALUES ({', '.join('%s' + _cast(WorkflowInstance, f.name) for f in WorkflowInstance._meta.concrete_fields)})"
 )
+_PG_START_CTE = f"inst AS ({_PG_INSERT} RETURNING id)"
 
 
-def insert_instance(instance: WorkflowInstance) -> None:
-    """Insert a new instance: on PostgreSQL one prebuilt statement (Model.save compiles its INSERT anew each time)."""
+def insert_instance(instance: WorkflowInstance, *, actor: Actor) -> None:
+    """Insert a new instance with the audit event of its start (its first lifecycle event), in the caller's transaction.
+
+    PostgreSQL: one prebuilt statement (Model.save compiles its INSERT anew each time), the
+    instance's INSERT a CTE of the event's: one round trip, and when the instance cannot be
+    inserted (a taken idempotency key), neither is the event.
+    """
+    event = _lifecycle_event(instance, "started", actor=actor)
     if connection.vendor != "postgresql":
         instance.save(force_insert=True)
+        audit_record(**event)
         return
     params = [
         json.dumps(getattr(instance, attname)) if is_json else getattr(instance, attname)
         for attname, is_json in _INSERT_FIELDS
     ]
-    _execute_raw(_PG_INSERT, params)
+    insert, event_params = audit_pending_insert([event], after="inst")
+    audit_pending_execute(_with_events(_PG_START_CTE, insert), params + event_params)
     instance._state.adding = False
     instance._state.db = connection.alias
 
@@ -346,8 +415,7 @@ def resume_locked(instance: WorkflowInstance, *, activity_id: str, outcome: str,
     instance.state.setdefault("waiting", {}).pop(activity_id)
     instance.state.setdefault("tokens", []).append({"a": activity_id, "resume": {"outcome": outcome, "output": output}})
     events = change_status(instance, InstanceStatus.RUNNING, now=now) if instance.status != "Running" else []
-    save_state(instance, now)
-    emit_status_events(instance, events, actor=actor, context={"activity_id": activity_id})
+    save_and_emit(instance, now, events, actor=actor, context={"activity_id": activity_id})
     signals.instance_resumed.send(
         sender=WorkflowInstance, instance=instance, actor=actor, activity_id=activity_id, outcome=outcome
     )
@@ -561,8 +629,7 @@ def _step(instance_id, cached: WorkflowInstance | None) -> tuple[WorkflowInstanc
         events = settle(instance, now)
         if events:
             with transaction.atomic():
-                save_state(instance, now)
-                emit_status_events(instance, events, actor=ENGINE_ACTOR)
+                save_and_emit(instance, now, events, actor=ENGINE_ACTOR)
         return instance, False
     if instance.step_count >= settings.ELSA_WORKFLOW_MAX_STEPS:
         activity_id = state["tokens"][0]["a"]
@@ -713,8 +780,7 @@ def advance(instance: WorkflowInstance, graph: Graph, now: dt.datetime) -> None:
             save_state(instance, now, row, durable=False)
             return
         with transaction.atomic(savepoint=False):  # the state and its audit event commit together
-            save_state(instance, now, row)
-            emit_status_events(instance, events, actor=ENGINE_ACTOR)
+            save_and_emit(instance, now, events, actor=ENGINE_ACTOR, execution=row)
     elif isinstance(result, Suspend):
         entry: dict[str, Any] = {
             "since": now.isoformat(),
@@ -737,8 +803,7 @@ def advance(instance: WorkflowInstance, graph: Graph, now: dt.datetime) -> None:
         )
         events = settle(instance, now)
         with transaction.atomic(savepoint=False):  # listeners of the signal write in this transaction
-            save_state(instance, now, row, durable=bool(events))
-            emit_status_events(instance, events, actor=ENGINE_ACTOR)
+            save_and_emit(instance, now, events, actor=ENGINE_ACTOR, execution=row, durable=bool(events))
             signals.instance_suspended.send(
                 sender=WorkflowInstance,
                 instance=instance,
@@ -894,8 +959,7 @@ def fault_locked(
     instance.fault_activity_id = activity_id
     events = change_status(instance, InstanceStatus.FAULTED, now=now)
     with transaction.atomic(savepoint=False):
-        save_state(instance, now, row)
-        emit_status_events(instance, events, actor=actor, context={"activity_id": activity_id})
+        save_and_emit(instance, now, events, actor=actor, execution=row, context={"activity_id": activity_id})
     logger.warning(
         "workflow instance faulted", extra={"workflow_instance_id": str(instance.pk), "activity_id": activity_id}
     )
@@ -937,8 +1001,7 @@ def fire_timer(instance_id, activity_id: str, timer_id: str) -> bool:
                 {"a": activity_id, "from": entry.get("from"), "attempt": entry["attempt"]}
             )
             events = change_status(instance, InstanceStatus.RUNNING, now=now) if instance.status != "Running" else []
-            save_state(instance, now)
-            emit_status_events(instance, events, actor=ENGINE_ACTOR, context={"activity_id": activity_id})
+            save_and_emit(instance, now, events, actor=ENGINE_ACTOR, context={"activity_id": activity_id})
             enqueue_run(instance.pk)
         else:
             resume_locked(

@@ -189,19 +189,20 @@ def workflow_definition_execute(
         created_at=now,
         updated_at=now,
     )
+    # The instance is inserted with its `started` audit event (one statement on PostgreSQL).
     if idempotency_key is None:
-        runtime.insert_instance(instance)
+        runtime.insert_instance(instance, actor=actor)
     else:
         try:
-            # A savepoint, so the race's loser can still read the winner in this transaction.
+            # A savepoint, so the race's loser can still read the winner in this transaction; the
+            # loser's event goes with its insert.
             with transaction.atomic():
-                runtime.insert_instance(instance)
+                runtime.insert_instance(instance, actor=actor)
         except IntegrityError:
             existing = _idempotent_instance(actor, idempotency_key)
             if existing is None:
                 raise
             return existing
-    runtime.emit_status_events_started(instance, actor=actor)
     runtime.enqueue_run(instance.pk)
     return instance
 

@@ -1,11 +1,23 @@
-"""The runtime's own statements (reload, runnable-work check, resumed records, task messages) agree with the ORM."""
+"""The runtime's own statements (reload, runnable-work check, resumed records, task messages, a start or a
+lifecycle step with its audit event) agree with the ORM, in as few round trips as stated."""
 
+import threading
 import uuid
 
+import psycopg
 import pytest
+from django.conf import settings as django_settings
+from django.db import OperationalError, connection, connections, transaction
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
-from tests.workflows.factories import ACTOR, linear, published
-from workflows import runtime
+from audit.models import AuditEvent, PendingAuditEvent
+from audit.services import audit_record
+from audit.verification import verify_chain
+from tests.audit_log import chained_events
+from tests.conftest import wait_until
+from tests.workflows.factories import ACTOR, five_step_document, linear, published
+from workflows import runtime, signals
 from workflows.models import ActivityExecution, WorkflowInstance
 from workflows.services import workflow_definition_execute, workflow_instance_cancel, workflow_instance_resume
 
@@ -109,3 +121,245 @@ def test_run_message_names_the_instance_in_its_display_arguments(settings):
     assert message.headers["argsrepr"] == repr([str(instance.pk)]) and message.headers["kwargsrepr"] == "{}"
     args, kwargs, _ = message.decode()
     assert (args, kwargs) == ([str(instance.pk)], {})
+
+
+# --- A start and a lifecycle step: the write and its audit event in one statement ----------------
+
+FINISH = linear({"id": "done", "type": "Finish"})
+# What audit_pendingauditevent holds of an event besides its id, event_id, timestamp and the
+# canonical text around them (checked by verify_chain once chained).
+PAYLOAD = (
+    "event_type",
+    "action",
+    "result",
+    "resource_type",
+    "resource_id",
+    "actor_type",
+    "actor_id",
+    "actor_name",
+    "actor_ip",
+    "context",
+    "metadata",
+)
+
+
+def _statements(queries) -> list[str]:
+    return [query["sql"] for query in queries.captured_queries]
+
+
+def _payload(event) -> dict:
+    return {name: getattr(event, name) for name in PAYLOAD}
+
+
+def _as_audit_record_writes(**fields) -> dict:
+    """The payload audit_record writes for `fields`, recorded and read back in a transaction that rolls back."""
+    with transaction.atomic():
+        audit_record(**fields)
+        payload = _payload(PendingAuditEvent.objects.order_by("-id").first())
+        transaction.set_rollback(True)
+    return payload
+
+
+def test_a_start_inserts_the_instance_and_its_event_in_one_statement():
+    definition = published(FINISH)
+    workflow_definition_execute(definition=definition, input={}, actor=ACTOR)  # the graph is cached now
+    with CaptureQueriesContext(connection) as queries:
+        instance = workflow_definition_execute(definition=definition, input={}, actor=ACTOR)
+    statements = _statements(queries)
+    assert len(statements) == 3, statements  # BEGIN, the statement, COMMIT
+    assert statements[1].startswith("WITH inst AS (INSERT INTO workflows_workflowinstance ")
+    assert "INSERT INTO audit_pendingauditevent " in statements[1]
+    [started_event] = chained_events().filter(event_type="workflow.instance.started", resource_id=str(instance.pk))
+    context = {"definition_id": str(definition.pk), "definition_version_id": definition.published_version_id}
+    assert _payload(started_event) == _as_audit_record_writes(
+        event_type="workflow.instance.started",
+        action="started",
+        resource=("workflow-instance", str(instance.pk)),
+        actor=ACTOR,
+        context=context,
+    )
+    assert (started_event.actor_type, started_event.actor_id, started_event.context) == ("user", "tester", context)
+    assert verify_chain().is_valid
+
+
+def test_a_finishing_step_writes_state_record_and_event_in_one_statement():
+    instance = started(five_step_document(), {"amount": 5000})
+    with CaptureQueriesContext(connection) as queries:
+        runtime.run_instance(instance.pk)
+    statements = _statements(queries)
+    # Four steps that change no status (one statement each, no transaction), the Finish step
+    # (BEGIN, its statement, COMMIT), the run lock's release; the lock-and-load before them is
+    # sent outside Django's query log.
+    assert len(statements) == 8, statements
+    assert statements[4:7] == ["BEGIN", statements[5], "COMMIT"]
+    finishing = statements[5]
+    assert finishing.startswith("WITH upd AS (UPDATE workflows_workflowinstance SET status = ")
+    assert "execution AS (INSERT INTO workflows_activityexecution " in finishing
+    assert "INSERT INTO audit_pendingauditevent " in finishing
+    assert [sql for sql in statements if "audit_pendingauditevent" in sql] == [finishing]
+    instance.refresh_from_db()
+    assert instance.status == "Finished"
+    assert list(instance.executions.order_by("id").values_list("activity_id", flat=True)) == [
+        "set",
+        "big",
+        "label",
+        "log",
+        "done",
+    ]
+    [finished_event] = chained_events().filter(event_type="workflow.instance.finished", resource_id=str(instance.pk))
+    assert _payload(finished_event) == _as_audit_record_writes(
+        event_type="workflow.instance.finished",
+        action="finished",
+        resource=("workflow-instance", str(instance.pk)),
+        actor=runtime.ENGINE_ACTOR,
+        context={"definition_id": str(instance.definition_id), "definition_version_id": instance.definition_version_id},
+        metadata=None,
+    )
+    assert verify_chain().is_valid
+
+
+def test_a_faulting_step_records_the_fault_in_its_event():
+    document = linear(
+        {"id": "calc", "type": "SetVariable", "variable": "x", "value": "input.a / input.b"}, variables=[{"name": "x"}]
+    )
+    instance = started(document, {"a": 1, "b": 0})
+    runtime.run_instance(instance.pk)
+    instance.refresh_from_db()
+    assert instance.status == "Faulted"
+    [faulted_event] = chained_events().filter(event_type="workflow.instance.faulted", resource_id=str(instance.pk))
+    assert faulted_event.metadata == {"fault": instance.fault_message}
+    assert faulted_event.context["activity_id"] == "calc"
+    assert verify_chain().is_valid
+
+
+def test_listeners_run_after_the_row_and_its_event_are_written_in_the_same_transaction():
+    instance = started(FINISH)
+    seen = []
+
+    def listener(sender, instance, actor, **kwargs):
+        row = WorkflowInstance.objects.values_list("status", "revision").get(pk=instance.pk)
+        recorded = PendingAuditEvent.objects.filter(
+            event_type="workflow.instance.finished", resource_id=str(instance.pk)
+        ).exists()
+        seen.append((row, recorded, connection.in_atomic_block))
+
+    signals.instance_finished.connect(listener)
+    try:
+        runtime.run_instance(instance.pk)
+    finally:
+        signals.instance_finished.disconnect(listener)
+    instance.refresh_from_db()
+    assert seen == [(("Finished", instance.revision), True, True)]
+
+
+def test_a_stale_lifecycle_write_inserts_no_record_and_no_event_and_sends_no_signal():
+    instance = started(FINISH)
+    stale = WorkflowInstance.objects.get(pk=instance.pk)
+    WorkflowInstance.objects.filter(pk=instance.pk).update(revision=stale.revision + 1)
+    sent = []
+    signals.instance_finished.connect(sent.append)
+    now = timezone.now()
+    row = runtime.record_execution(
+        stale, {"a": "done"}, "done", "Finish", status="Completed", attempt=0, started_at=now, finished_at=now
+    )
+    try:
+        with transaction.atomic():
+            events = runtime.change_status(stale, "Finished", now=now)
+            with pytest.raises(runtime.StaleInstance):
+                runtime.save_and_emit(stale, now, events, actor=runtime.ENGINE_ACTOR, execution=row)
+            assert not PendingAuditEvent.objects.filter(event_type="workflow.instance.finished").exists()
+            assert not ActivityExecution.objects.filter(instance_id=instance.pk).exists()
+    finally:
+        signals.instance_finished.disconnect(sent.append)
+    assert sent == []
+    assert stale.revision == WorkflowInstance.objects.get(pk=instance.pk).revision - 1  # as read
+    assert WorkflowInstance.objects.get(pk=instance.pk).status == "Running"
+
+
+def _locker() -> psycopg.Connection:
+    db = django_settings.DATABASES["default"]
+    return psycopg.connect(host=db["HOST"], port=db["PORT"], user=db["USER"], dbname=connection.settings_dict["NAME"])
+
+
+def _session_lock_timeout(value: str) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT set_config('lock_timeout', %s, false)", [value])
+
+
+def test_a_start_whose_event_cannot_be_written_inserts_no_instance():
+    definition = published(FINISH)
+    with _locker() as locker:
+        locker.execute("LOCK TABLE audit_pendingauditevent IN ACCESS EXCLUSIVE MODE")
+        _session_lock_timeout("200ms")
+        try:
+            with pytest.raises(OperationalError):
+                workflow_definition_execute(definition=definition, input={}, actor=ACTOR)
+        finally:
+            _session_lock_timeout("0")
+    assert not WorkflowInstance.objects.filter(definition=definition).exists()
+    assert not chained_events().filter(event_type="workflow.instance.started").exists()
+
+
+def test_a_finishing_step_whose_event_cannot_be_written_leaves_the_instance_as_it_was():
+    instance = started(FINISH)
+    before = WorkflowInstance.objects.get(pk=instance.pk)
+    with _locker() as locker:
+        locker.execute("LOCK TABLE audit_pendingauditevent IN ACCESS EXCLUSIVE MODE")
+        _session_lock_timeout("200ms")
+        try:
+            with pytest.raises(OperationalError):
+                runtime.run_instance(instance.pk)
+        finally:
+            _session_lock_timeout("0")
+    after = WorkflowInstance.objects.get(pk=instance.pk)
+    assert (after.status, after.revision, after.state) == ("Running", before.revision, before.state)
+    assert not ActivityExecution.objects.filter(instance=instance).exists()
+    assert not chained_events().filter(event_type="workflow.instance.finished").exists()
+    # Once the table is free again, the step runs as usual.
+    runtime.run_instance(instance.pk)
+    assert WorkflowInstance.objects.get(pk=instance.pk).status == "Finished"
+    assert chained_events().filter(event_type="workflow.instance.finished", resource_id=str(instance.pk)).count() == 1
+    assert verify_chain().is_valid
+
+
+def _blocked_by_me() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM (SELECT DISTINCT pid FROM pg_locks WHERE NOT granted) waiting "
+            "WHERE pg_backend_pid() = ANY(pg_blocking_pids(waiting.pid))"
+        )
+        return cursor.fetchone()[0]
+
+
+def test_the_loser_of_an_idempotency_race_returns_the_winner_and_records_no_event():
+    definition = published(FINISH)
+    winner: dict = {}
+    holding = threading.Event()
+
+    def win():
+        try:
+            with transaction.atomic():
+                winner["instance"] = workflow_definition_execute(
+                    definition=definition, input={}, actor=ACTOR, idempotency_key="race"
+                )
+                holding.set()
+                # Commit only once the loser's insert waits on this one's key.
+                wait_until(lambda: _blocked_by_me() > 0, timeout=30, message="the loser to wait for the key")
+        finally:
+            holding.set()
+            connections.close_all()
+
+    thread = threading.Thread(target=win)
+    thread.start()
+    assert holding.wait(timeout=30)
+    with CaptureQueriesContext(connection) as queries:
+        loser = workflow_definition_execute(definition=definition, input={}, actor=ACTOR, idempotency_key="race")
+    thread.join(timeout=60)
+    # The loser's statement failed on the key (its savepoint rolled back) and it read the winner.
+    assert any(sql.startswith("ROLLBACK TO SAVEPOINT") for sql in _statements(queries)), _statements(queries)
+    assert loser.pk == winner["instance"].pk
+    assert WorkflowInstance.objects.filter(definition=definition).count() == 1
+    started_events = chained_events().filter(event_type="workflow.instance.started")
+    assert list(started_events.values_list("resource_id", flat=True)) == [str(loser.pk)]
+    assert AuditEvent.objects.filter(resource_id=str(loser.pk)).count() == 1
+    assert verify_chain().is_valid
