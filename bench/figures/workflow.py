@@ -42,16 +42,22 @@ def _start(definition, actor, count: int) -> list:
         connection.close()
 
 
+# The poll's one statement, written out: the ORM compiling the same aggregate 50 times a second
+# took a few percent of the two cores the worker is measured on.
+_ENDED = (
+    "SELECT count(*) FILTER (WHERE status = 'Finished'), count(*) FILTER (WHERE status = 'Faulted') "
+    "FROM workflows_workflowinstance WHERE definition_id = %s"
+)
+
+
 def _ended(definition) -> tuple[int, int]:
     """Finished and faulted instances of the definition: one small indexed query per poll."""
-    from django.db.models import Count, Q
+    from django.db import connection
 
-    from workflows.models import WorkflowInstance
-
-    counts = WorkflowInstance.objects.filter(definition=definition).aggregate(
-        finished=Count("pk", filter=Q(status="Finished")), faulted=Count("pk", filter=Q(status="Faulted"))
-    )
-    return counts["finished"], counts["faulted"]
+    with connection.cursor() as cursor:
+        cursor.execute(_ENDED, [definition.pk])
+        finished, faulted = cursor.fetchone()
+    return finished, faulted
 
 
 def _run_batch(definition, actor, count: int) -> float:
