@@ -348,22 +348,23 @@ def audit_pending_insert(events: Sequence[Mapping[str, Any]], *, after: str | No
     return _pg_insert_pending(len(events), after), params
 
 
-def audit_pending_execute(sql: str, params: list) -> int:
-    """Run a statement holding audit_pending_insert()'s INSERT, as audit_record runs its own; returns its row count.
+def audit_pending_execute(sql: str, params: list) -> tuple[int, tuple | None]:
+    """Run a statement holding audit_pending_insert()'s INSERT, as audit_record runs its own.
 
-    Prepared (elsa_site.db.execute_bound). A failure dooms the caller's transaction, as in
-    audit_record (fail closed); once events were inserted, they are chained after commit.
+    Returns the statement's row count and first row (elsa_site.db.execute_bound, prepared). The
+    INSERT may be the main statement or a CTE of one that returns something else. A failure dooms
+    the caller's transaction, as in audit_record (fail closed); after success the events, if any
+    were inserted, are chained after commit.
     """
     db = transaction.get_connection()
     try:
-        count, _ = execute_bound(sql, params, prepare=True, using=db.alias)
+        result = execute_bound(sql, params, prepare=True, using=db.alias)
     except BaseException:
         if db.in_atomic_block:
             db.set_rollback(True)
         raise
-    if count:
-        _schedule_seal(db)
-    return count
+    _schedule_seal(db)  # a pass that finds nothing (a fenced INSERT that inserted none) costs little
+    return result
 
 
 @transaction.atomic

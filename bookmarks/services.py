@@ -12,7 +12,7 @@ from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.utils import timezone
 
 from audit.actors import Actor
-from audit.services import audit_record
+from audit.services import audit_pending_execute, audit_pending_insert, audit_record
 from bookmarks.models import Bookmark, BookmarkStatus, OnExpiry, ResumeToken
 from bookmarks.resume_input import InputRejected, input_validate
 from bookmarks.selectors import (
@@ -33,7 +33,6 @@ from bookmarks.tokens import (
     resume_token_fingerprint,
     resume_url,
 )
-from elsa_site.db import execute_bound
 from elsa_site.errors import Conflict, DomainError, InvalidInput
 from workflows.models import WorkflowInstance
 from workflows.runtime import fault_locked
@@ -493,10 +492,11 @@ class _BurnStatement:
 
 
 @functools.cache
-def _burn_statement(alias: str, fields: tuple[str, ...]) -> _BurnStatement:
-    """`UPDATE bookmark SET fields` and `SELECT instance FOR UPDATE` as one statement, built once.
+def _burn_statement(alias: str, fields: tuple[str, ...], audit_insert: str) -> _BurnStatement:
+    """`UPDATE bookmark SET fields`, the resume's audit event and `SELECT instance FOR UPDATE` as
+    one statement, built once per shape.
 
-    Every resume runs it: one round trip instead of two, and none of the ORM's save() and
+    Every resume runs it: one round trip instead of three, and none of the ORM's save() and
     select_for_update() compilation, which cost more CPU than the statements themselves.
     """
     conn = connections[alias]
@@ -506,13 +506,14 @@ def _burn_statement(alias: str, fields: tuple[str, ...]) -> _BurnStatement:
     instance_fields = list(instance_meta.concrete_fields)
     assignments = ", ".join(f"{qn(field.column)} = %s" for field in written)
     select = ", ".join(f"i.{qn(field.column)}" for field in instance_fields)
-    # Only quoted identifiers from the models' metadata are formatted in; every value is bound.
-    # A data-modifying WITH runs exactly once whether or not the SELECT reads it. The SELECT locks
-    # the instance row like select_for_update(): it waits for a concurrent cancel or step, then
-    # reads the row as that transaction left it.
+    # Only quoted identifiers from the models' metadata and the audit app's fixed INSERT (values
+    # bound) are formatted in; every value is bound. A data-modifying WITH runs exactly once
+    # whether or not the SELECT reads it. The SELECT locks the instance row like
+    # select_for_update(): it waits for a concurrent cancel or step, then reads the row as that
+    # transaction left it.
     sql = (
         f"WITH burn AS (UPDATE {qn(bookmark_meta.db_table)} SET {assignments}"  # noqa: S608
-        f" WHERE {qn(bookmark_meta.pk.column)} = %s)"
+        f" WHERE {qn(bookmark_meta.pk.column)} = %s), recorded AS ({audit_insert})"
         f" SELECT {select} FROM {qn(instance_meta.db_table)} i"
         f" WHERE i.{qn(instance_meta.pk.column)} = %s FOR UPDATE"
     )
@@ -524,8 +525,9 @@ def _burn_statement(alias: str, fields: tuple[str, ...]) -> _BurnStatement:
     )
 
 
-def _burn_and_lock_instance(bookmark: Bookmark, fields: list[str]) -> WorkflowInstance | None:
-    """Write `fields` of the (locked) bookmark, then lock and read its instance; None if it is gone.
+def _burn_and_lock_instance(bookmark: Bookmark, fields: list[str], event: dict) -> WorkflowInstance | None:
+    """Write `fields` of the (locked) bookmark, record `event` (audit_record's keyword arguments),
+    then lock and read its instance; None if it is gone.
 
     The bookmark row is locked first (bookmark_for_token), the instance row second: the lock order
     described at the top of this module.
@@ -533,13 +535,17 @@ def _burn_and_lock_instance(bookmark: Bookmark, fields: list[str]) -> WorkflowIn
     conn = connections[bookmark._state.db or DEFAULT_DB_ALIAS]
     if conn.vendor != "postgresql":
         Bookmark.objects.filter(pk=bookmark.pk).update(**{name: getattr(bookmark, name) for name in fields})
+        audit_record(**event)
         return WorkflowInstance.objects.select_for_update().filter(pk=bookmark.instance_id).first()
-    statement = _burn_statement(conn.alias, tuple(fields))
+    audit_insert, audit_params = audit_pending_insert([event])
+    statement = _burn_statement(conn.alias, tuple(fields), audit_insert)
     params = [field.get_db_prep_save(getattr(bookmark, field.attname), conn) for field in statement.written]
     params.append(Bookmark._meta.pk.get_db_prep_value(bookmark.pk, conn))
+    params += audit_params
     params.append(WorkflowInstance._meta.pk.get_db_prep_value(bookmark.instance_id, conn))
-    # A prepared statement (server-side binding): parsed and planned once per connection.
-    _, row = execute_bound(statement.sql, params, prepare=True, using=conn.alias)
+    # A prepared statement (server-side binding): parsed and planned once per connection. Run as
+    # the audit app runs its inserts: a failure dooms the resume's transaction (fail closed).
+    _, row = audit_pending_execute(statement.sql, params)
     if row is None:
         return None
     values = converted_row(conn, row, statement.converters)
@@ -572,13 +578,22 @@ def _resume_locked(*, payload: ResumeTokenPayload, attempt: ResumeAttempt, fp: s
         fields += ["status", "consumed_at"]
     bookmark.resume_count += 1
     bookmark.last_resumed_at = now
+    actor = Actor.anonymous(attempt.client_ip)
+    # Recorded with the burn: the transaction commits it only if the engine's resume below succeeds.
+    event = {
+        "event_type": "bookmark.resume",
+        "action": "resume",
+        "result": "success",
+        "resource": (RESOURCE, str(bookmark.pk)),
+        "actor": actor,
+        "context": {**_attempt_context(attempt, fp, payload), "reason": "resumed", "auto_burn": bookmark.auto_burn},
+    }
     # Every check passed: only now is the instance row (the engine's per-step lock) taken.
-    instance = _burn_and_lock_instance(bookmark, fields)
+    instance = _burn_and_lock_instance(bookmark, fields, event)
     if instance is None:
         raise gone("bookmark_missing")
-    actor = Actor.anonymous(attempt.client_ip)
     # The engine stores `data` in outputs.<activity id> and enqueues the continuation on commit,
-    # so the burn, the resume and the audit event below commit (or roll back) together.
+    # so the burn, its audit event and the resume commit (or roll back) together.
     resuming = _resuming_bookmark.set(str(bookmark.pk))
     try:
         # locked=True: the engine re-checks the instance read under the lock above, without reading
@@ -592,12 +607,4 @@ def _resume_locked(*, payload: ResumeTokenPayload, attempt: ResumeAttempt, fp: s
         raise
     finally:
         _resuming_bookmark.reset(resuming)
-    audit_record(
-        event_type="bookmark.resume",
-        action="resume",
-        result="success",
-        resource=(RESOURCE, str(bookmark.pk)),
-        actor=actor,
-        context={**_attempt_context(attempt, fp, payload), "reason": "resumed", "auto_burn": bookmark.auto_burn},
-    )
     return ResumeResult(bookmark=bookmark, instance=instance)

@@ -330,7 +330,7 @@ def save_state(
             # The events are inserted only if the update matched; the statement's row count is theirs.
             insert, event_params = audit_pending_insert(audit_events, after="upd")
             sql = _with_events(_PG_AUDITED_CTES[execution is not None], insert)
-            matched = audit_pending_execute(sql, params + event_params) == len(audit_events)
+            matched = audit_pending_execute(sql, params + event_params)[0] == len(audit_events)
         else:
             # The update matches one row or none; the execution row is inserted only if it matched.
             matched = _execute_raw(statements[execution is not None], params) == 1

@@ -119,3 +119,54 @@ def test_a_cancel_committed_while_a_resume_waits_for_the_instance_makes_it_404_a
     assert attempt.result == "failure" and attempt.context["reason"] == "instance_cancelled"
     invalidated = events.get(event_type="bookmark.invalidated", resource_id=str(bookmark.pk))
     assert invalidated.context["reason"] == "instance_cancelled"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_resume_records_its_event_with_the_burn_and_the_instance_event_with_the_state(client, private_queue):
+    instance, bookmark = suspended()
+    issued = token_for(bookmark)
+    with CaptureQueriesContext(connection) as queries:
+        response = resume(client, issued.token)
+    assert response.status_code == 200, response.content
+    audited = [query["sql"] for query in queries.captured_queries if "audit_pendingauditevent" in query["sql"]]
+    # No audit insert of its own: one rides on the bookmark's burn, one on the instance's state write.
+    assert len(audited) == 2, audited
+    burn, state = audited
+    assert burn.startswith("WITH burn AS (UPDATE") and burn.endswith("FOR UPDATE"), burn
+    assert "UPDATE workflows_workflowinstance" in state, state
+    resources = [str(bookmark.pk), str(instance.pk)]
+    events = chained_events().filter(resource_id__in=resources, action__in=["resume", "resumed"])
+    by_type = {event.event_type: event for event in events}
+    assert set(by_type) == {"bookmark.resume", "workflow.instance.resumed"}
+    resumed = by_type["bookmark.resume"]
+    assert resumed.result == "success" and resumed.actor_type == "anonymous"
+    assert resumed.context["reason"] == "resumed" and resumed.context["auto_burn"] is True
+    assert resumed.context["token_fingerprint"] == issued.record.fingerprint
+    assert issued.token not in json.dumps(resumed.context)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_resume_whose_event_cannot_be_written_consumes_nothing(private_queue):
+    import psycopg
+    from django.conf import settings
+
+    instance, bookmark = suspended()
+    issued = token_for(bookmark)
+    db = settings.DATABASES["default"]
+    with psycopg.connect(
+        host=db["HOST"], port=db["PORT"], user=db["USER"], dbname=connection.settings_dict["NAME"], autocommit=False
+    ) as blocker:
+        blocker.execute("LOCK TABLE audit_pendingauditevent IN ACCESS EXCLUSIVE MODE")
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = '200ms'")
+        try:
+            response = resume(Client(raise_request_exception=False), issued.token)
+        finally:
+            with connection.cursor() as cursor:
+                cursor.execute("RESET lock_timeout")
+        assert response.status_code == 500
+    bookmark.refresh_from_db()
+    assert bookmark.status == "active" and bookmark.resume_count == 0
+    assert WorkflowInstance.objects.get(pk=instance.pk).status == "Suspended"
+    # The same link still works once the audit log can be written again.
+    assert resume(Client(), issued.token).status_code == 200
