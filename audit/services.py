@@ -25,7 +25,7 @@ from audit.chain import (
 )
 from audit.chainer import chainer
 from audit.models import AuditCheckpoint, AuditEvent, PendingAuditEvent
-from elsa_site.db import execute_bound
+from elsa_site.db import execute_bound, parameter
 from elsa_site.errors import InvalidInput
 
 logger = logging.getLogger("elsa.audit")
@@ -150,17 +150,9 @@ def _with_parts(values: dict) -> dict:
 
 
 _JSON_COLUMNS = ("context", "metadata")
-# Server-side binding: in the fenced form below a parameter takes its type from its value, not
-# from the column it fills, so the non-text columns get an explicit cast. Text columns keep the
-# assignment's own length check (a cast to varchar(n) would truncate silently).
-_PG_CASTS = {"UUIDField": "::uuid", "DateTimeField": "::timestamptz", "JSONField": "::jsonb"}
-_PG_ROW = (
-    "("
-    + ", ".join(
-        f"%s{_PG_CASTS.get(PendingAuditEvent._meta.get_field(name).get_internal_type(), '')}" for name in _PENDING
-    )
-    + ")"
-)
+# In the fenced form below a parameter takes its type from its value, not from the column it fills:
+# elsa_site.db.parameter() casts the non-text ones.
+_PG_ROW = "(" + ", ".join(parameter(PendingAuditEvent, name) for name in _PENDING) + ")"
 
 
 @functools.cache

@@ -42,6 +42,26 @@ def execute_bound(
             db.queries_log.append({"sql": sql, "time": f"{time.monotonic() - started:.3f}"})
 
 
+# Server-side binding: a parameter that stands where PostgreSQL cannot infer its type from a column
+# (a SELECT list, the VALUES of a subquery) takes its type from the value, and a NULL has none, so
+# non-text columns get an explicit cast. Text columns keep the assignment's own length check (a
+# cast to varchar(n) would truncate silently).
+_PARAMETER_CASTS = {
+    "JSONField": "::jsonb",
+    "DateTimeField": "::timestamptz",
+    "PositiveIntegerField": "::integer",
+    "IntegerField": "::integer",
+    "BigIntegerField": "::bigint",
+    "BooleanField": "::boolean",
+    "UUIDField": "::uuid",
+}
+
+
+def parameter(model, field_name: str) -> str:
+    """The placeholder for a value of `model.field_name` in an execute_bound statement: `%s` and its cast."""
+    return "%s" + _PARAMETER_CASTS.get(model._meta.get_field(field_name).get_internal_type(), "")
+
+
 def _cursor(raw: Any) -> psycopg.Cursor:
     """One server-binding cursor per psycopg connection, kept on it: building a cursor copies the
     connection's adapters, every time. A Django connection belongs to one thread, and so does its

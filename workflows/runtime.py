@@ -25,7 +25,7 @@ from django.utils import timezone
 from audit.actors import Actor
 from audit.services import audit_pending_execute, audit_pending_insert, audit_record
 from elsa_site.celery import app
-from elsa_site.db import execute_bound
+from elsa_site.db import execute_bound, parameter
 from workflows import signals
 from workflows.activities.base import (
     ActivityContext,
@@ -195,42 +195,16 @@ _JSON = {"variables", "secret_variables", "outputs", "state"}
 _EXECUTION_COLUMNS = ActivityExecution.RECORD_FIELDS
 
 
-def _cast(model, column: str) -> str:
-    # Server-side binding: a parameter in a SELECT list (the execution row below) takes its type
-    # from the value, and a NULL has none, so non-text columns get an explicit cast. Text columns
-    # keep the assignment's own length check (a cast to varchar(n) would truncate silently).
-    return _CASTS.get(model._meta.get_field(column).get_internal_type(), "")
-
-
-_CASTS = {
-    "JSONField": "::jsonb",
-    "DateTimeField": "::timestamptz",
-    "PositiveIntegerField": "::integer",
-    "IntegerField": "::integer",
-    "BigIntegerField": "::bigint",
-    "BooleanField": "::boolean",
-    "UUIDField": "::uuid",
-}
-
-
 # One round trip per step on PostgreSQL: the fenced update of the run state and the insert of the
 # ActivityExecution record, which only happens when the update matched (same revision).
 # Built from this module's constant column names only; every value is a query parameter.
-_SET = ", ".join(f"{c} = %s{_cast(WorkflowInstance, c)}" for c in _MUTABLE)
-_ROW = ", ".join(f"%s{_cast(ActivityExecution, c)}" for c in _EXECUTION_COLUMNS)
+_SET = ", ".join(f"{c} = {parameter(WorkflowInstance, c)}" for c in _MUTABLE)
+_ROW = ", ".join(parameter(ActivityExecution, c) for c in _EXECUTION_COLUMNS)
 # A step that changes no lifecycle status (durable=False) writes only the run state: status,
 # finished_at and the fault columns change only with a lifecycle transition, which is durable.
-_STEP_COLUMNS = (
-    "variables",
-    "secret_variables",
-    "outputs",
-    "state",
-    "step_count",
-    "revision",
-    "updated_at",
-    "next_timer_at",
-)
-_STEP_SET = ", ".join(f"{c} = %s{_cast(WorkflowInstance, c)}" for c in _STEP_COLUMNS)
+_LIFECYCLE_COLUMNS = ("status", "finished_at", "fault_message", "fault_activity_id")
+_STEP_COLUMNS = tuple(c for c in _MUTABLE if c not in _LIFECYCLE_COLUMNS)
+_STEP_SET = ", ".join(f"{c} = {parameter(WorkflowInstance, c)}" for c in _STEP_COLUMNS)
 
 
 def _pg_update(durable: bool, assignments: str = _SET) -> str:
@@ -356,7 +330,7 @@ _INSERT_FIELDS = [(f.attname, f.get_internal_type() == "JSONField") for f in Wor
 _PG_INSERT = (
     f"INSERT INTO {WorkflowInstance._meta.db_table} "  # noqa: S608
     f"({', '.join(f.column for f in WorkflowInstance._meta.concrete_fields)}) "
-    f"VALUES ({', '.join('%s' + _cast(WorkflowInstance, f.name) for f in WorkflowInstance._meta.concrete_fields)})"
+    f"VALUES ({', '.join(parameter(WorkflowInstance, f.name) for f in WorkflowInstance._meta.concrete_fields)})"
 )
 _PG_START_CTE = f"inst AS ({_PG_INSERT} RETURNING id)"
 
