@@ -8,15 +8,14 @@ chain would stay pending and fail the test.
 import subprocess
 import sys
 
-import psycopg
 import pytest
 from django.conf import settings
-from django.db import connection
 
 from audit.models import AuditEvent, PendingAuditEvent
 from audit.services import CHAIN_LOCK_KEY
 from audit.verification import verify_chain
 from tests.conftest import ROOT, wait_until, worker_environment
+from tests.db_sessions import other_session
 
 WRITERS = 4
 EVENTS_PER_WRITER = 150
@@ -25,11 +24,8 @@ EVENTS_PER_WRITER = 150
 @pytest.mark.postgres
 @pytest.mark.slow
 def test_concurrent_writer_processes_never_fork_the_chain(transactional_db):
-    db = settings.DATABASES["default"]
     env = worker_environment(DJANGO_SETTINGS_MODULE=settings.SETTINGS_MODULE)
-    with psycopg.connect(
-        host=db["HOST"], port=db["PORT"], user=db["USER"], dbname=connection.settings_dict["NAME"], autocommit=True
-    ) as gate:
+    with other_session(autocommit=True) as gate:
         # Hold the chain lock so every writer queues on it (each one's first event is recorded and
         # committed, and its chaining waits), then release them all at once.
         gate.execute("SELECT pg_advisory_lock(%s)", [CHAIN_LOCK_KEY])

@@ -3,9 +3,7 @@
 import hashlib
 import json
 
-import psycopg
 import pytest
-from django.conf import settings
 from django.db import connection, transaction
 from django.db.transaction import TransactionManagementError
 from django.db.utils import OperationalError, ProgrammingError
@@ -19,6 +17,7 @@ from audit.verification import verify_chain
 from elsa_site.errors import InvalidInput
 from identity.models import User
 from tests.audit.helpers import append_events, record_event
+from tests.db_sessions import other_session
 
 pytestmark = pytest.mark.django_db
 
@@ -100,17 +99,12 @@ def test_event_rolls_back_with_the_action():
     assert AuditEvent.objects.count() == 0
 
 
-def _blocker():
-    db = settings.DATABASES["default"]
-    return psycopg.connect(host=db["HOST"], port=db["PORT"], user=db["USER"], dbname=connection.settings_dict["NAME"])
-
-
 @pytest.mark.postgres
 def test_action_fails_when_its_event_cannot_be_written():
     # Another session locks the table events are written to; our event cannot be written within
     # the lock timeout, so audit_record raises and the state change in the same transaction rolls
     # back (fail closed).
-    with _blocker() as blocker:
+    with other_session() as blocker:
         blocker.execute("LOCK TABLE audit_pendingauditevent IN ACCESS EXCLUSIVE MODE")
         with pytest.raises(OperationalError), transaction.atomic():
             with connection.cursor() as cursor:
@@ -125,7 +119,7 @@ def test_action_fails_when_its_event_cannot_be_written():
 def test_recording_never_waits_on_the_chain_lock():
     # Another session holds the chain lock (a sealer at work): recording, inside the action's
     # transaction, takes no part in the chain and goes through at once.
-    with _blocker() as blocker:
+    with other_session() as blocker:
         blocker.execute("SELECT pg_advisory_lock(%s)", [CHAIN_LOCK_KEY])
         with transaction.atomic():
             with connection.cursor() as cursor:
@@ -218,7 +212,7 @@ def test_database_triggers_refuse_raw_changes(statement):
 
 @pytest.mark.postgres
 def test_caller_cannot_swallow_a_failed_append_and_commit():
-    with _blocker() as blocker:
+    with other_session() as blocker:
         blocker.execute("LOCK TABLE audit_pendingauditevent IN ACCESS EXCLUSIVE MODE")
         with pytest.raises(TransactionManagementError), transaction.atomic():
             with connection.cursor() as cursor:

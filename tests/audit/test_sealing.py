@@ -2,10 +2,9 @@
 
 import logging
 
-import psycopg
 import pytest
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 
 from audit.actors import Actor
 from audit.models import AuditEvent, PendingAuditEvent
@@ -14,6 +13,7 @@ from audit.tasks import audit_seal_pending
 from audit.verification import verify_chain
 from identity.models import User
 from tests.conftest import wait_until
+from tests.db_sessions import other_session
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -65,10 +65,7 @@ def test_events_committed_while_the_chainer_works_are_chained_too():
 
 def test_events_a_failed_chaining_left_pending_are_chained_by_the_sweep(settings, caplog):
     settings.ELSA_AUDIT_SEAL_LOCK_TIMEOUT_MS = 200
-    db = settings.DATABASES["default"]
-    with psycopg.connect(
-        host=db["HOST"], port=db["PORT"], user=db["USER"], dbname=connection.settings_dict["NAME"], autocommit=True
-    ) as blocker:
+    with other_session(autocommit=True) as blocker:
         # A stuck sealer holds the chain lock: the action still commits, its event stays pending.
         blocker.execute("SELECT pg_advisory_lock(%s)", [CHAIN_LOCK_KEY])
         with caplog.at_level(logging.ERROR, logger="elsa.audit"):

@@ -13,6 +13,7 @@ from bookmarks.models import Bookmark
 from tests.audit_log import chained_events
 from tests.bookmarks.factories import suspended, token_for
 from tests.conftest import wait_until
+from tests.db_sessions import other_session, sessions_blocked_by_me
 from tests.workflows.factories import ACTOR
 from workflows.models import WorkflowInstance
 from workflows.services import workflow_instance_cancel, workflow_instance_resume
@@ -73,16 +74,6 @@ def test_engine_resume_of_a_locked_instance_needs_the_callers_transaction(privat
     assert WorkflowInstance.objects.get(pk=instance.pk).status == "Suspended"
 
 
-def _blocked_by_me() -> int:
-    """How many sessions wait for a lock this session holds (pg_locks is read afresh on every call)."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM (SELECT DISTINCT pid FROM pg_locks WHERE NOT granted) waiting "
-            "WHERE pg_backend_pid() = ANY(pg_blocking_pids(waiting.pid))"
-        )
-        return cursor.fetchone()[0]
-
-
 @pytest.mark.django_db(transaction=True)
 def test_a_cancel_committed_while_a_resume_waits_for_the_instance_makes_it_404_and_invalidates_the_bookmark(
     private_queue,
@@ -103,7 +94,7 @@ def test_a_cancel_committed_while_a_resume_waits_for_the_instance_makes_it_404_a
         # check and then waits for the instance.
         WorkflowInstance.objects.select_for_update().get(pk=instance.pk)
         resumer.start()
-        wait_until(lambda: _blocked_by_me() > 0, timeout=30, message="the resume to wait for the instance row")
+        wait_until(lambda: sessions_blocked_by_me() > 0, timeout=30, message="the resume to wait for the instance row")
         # The cancel's invalidation skips the bookmark the waiting resume has locked.
         workflow_instance_cancel(instance=instance, actor=ACTOR)
     resumer.join(timeout=60)
@@ -147,15 +138,9 @@ def test_a_resume_records_its_event_with_the_burn_and_the_instance_event_with_th
 
 @pytest.mark.django_db(transaction=True)
 def test_a_resume_whose_event_cannot_be_written_consumes_nothing(private_queue):
-    import psycopg
-    from django.conf import settings
-
     instance, bookmark = suspended()
     issued = token_for(bookmark)
-    db = settings.DATABASES["default"]
-    with psycopg.connect(
-        host=db["HOST"], port=db["PORT"], user=db["USER"], dbname=connection.settings_dict["NAME"], autocommit=False
-    ) as blocker:
+    with other_session() as blocker:
         blocker.execute("LOCK TABLE audit_pendingauditevent IN ACCESS EXCLUSIVE MODE")
         with connection.cursor() as cursor:
             cursor.execute("SET lock_timeout = '200ms'")

@@ -2,10 +2,11 @@
 
 import time
 
-import psycopg
 import pytest
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections
+
+from tests.db_sessions import other_session
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -21,13 +22,6 @@ def wrapper():
     db.close()
 
 
-def _observer():
-    db = settings.DATABASES["default"]
-    return psycopg.connect(
-        host=db["HOST"], port=db["PORT"], user=db["USER"], dbname=connections["default"].settings_dict["NAME"]
-    )
-
-
 def _last_statement(observer, pid: int) -> str:
     return observer.execute("SELECT query FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone()[0]
 
@@ -40,7 +34,7 @@ def test_a_sound_connection_is_checked_without_a_round_trip(wrapper):
     pid = wrapper.connection.info.backend_pid
     with wrapper.cursor() as cursor:
         cursor.execute("SELECT 'the last statement'")
-    with _observer() as observer:
+    with other_session() as observer:
         assert wrapper.is_usable()
         wrapper.health_check_done = False  # a new request or task: the next cursor checks first
         with wrapper.cursor():
@@ -53,7 +47,7 @@ def test_a_sound_connection_is_checked_without_a_round_trip(wrapper):
 
 def test_a_connection_the_server_closed_is_replaced(wrapper):
     pid = wrapper.connection.info.backend_pid
-    with _observer() as observer:
+    with other_session() as observer:
         observer.execute("SELECT pg_terminate_backend(%s)", [pid])
     deadline = time.monotonic() + 5
     while wrapper.is_usable():  # the server's goodbye reaches the socket

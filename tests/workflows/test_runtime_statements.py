@@ -6,16 +6,17 @@ import uuid
 
 import psycopg
 import pytest
-from django.conf import settings as django_settings
 from django.db import OperationalError, connection, connections, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from audit.chain import EVENT_COLUMNS
 from audit.models import AuditEvent, PendingAuditEvent
 from audit.services import audit_record
 from audit.verification import verify_chain
 from tests.audit_log import chained_events
 from tests.conftest import wait_until
+from tests.db_sessions import other_session, sessions_blocked_by_me
 from tests.workflows.factories import ACTOR, five_step_document, linear, published
 from workflows import runtime, signals
 from workflows.models import ActivityExecution, WorkflowInstance
@@ -127,20 +128,9 @@ def test_run_message_names_the_instance_in_its_display_arguments(settings):
 
 FINISH = linear({"id": "done", "type": "Finish"})
 # What audit_pendingauditevent holds of an event besides its id, event_id, timestamp and the
-# canonical text around them (checked by verify_chain once chained).
-PAYLOAD = (
-    "event_type",
-    "action",
-    "result",
-    "resource_type",
-    "resource_id",
-    "actor_type",
-    "actor_id",
-    "actor_name",
-    "actor_ip",
-    "context",
-    "metadata",
-)
+# canonical text around them (checked by verify_chain once chained): the hashed columns between
+# the timestamp and the two hashes.
+PAYLOAD = EVENT_COLUMNS[EVENT_COLUMNS.index("timestamp") + 1 : EVENT_COLUMNS.index("previous_hash")]
 
 
 def _statements(queries) -> list[str]:
@@ -277,8 +267,7 @@ def test_a_stale_lifecycle_write_inserts_no_record_and_no_event_and_sends_no_sig
 
 
 def _locker() -> psycopg.Connection:
-    db = django_settings.DATABASES["default"]
-    return psycopg.connect(host=db["HOST"], port=db["PORT"], user=db["USER"], dbname=connection.settings_dict["NAME"])
+    return other_session()
 
 
 def _session_lock_timeout(value: str) -> None:
@@ -322,15 +311,6 @@ def test_a_finishing_step_whose_event_cannot_be_written_leaves_the_instance_as_i
     assert verify_chain().is_valid
 
 
-def _blocked_by_me() -> int:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM (SELECT DISTINCT pid FROM pg_locks WHERE NOT granted) waiting "
-            "WHERE pg_backend_pid() = ANY(pg_blocking_pids(waiting.pid))"
-        )
-        return cursor.fetchone()[0]
-
-
 def test_the_loser_of_an_idempotency_race_returns_the_winner_and_records_no_event():
     definition = published(FINISH)
     winner: dict = {}
@@ -344,7 +324,7 @@ def test_the_loser_of_an_idempotency_race_returns_the_winner_and_records_no_even
                 )
                 holding.set()
                 # Commit only once the loser's insert waits on this one's key.
-                wait_until(lambda: _blocked_by_me() > 0, timeout=30, message="the loser to wait for the key")
+                wait_until(lambda: sessions_blocked_by_me() > 0, timeout=30, message="the loser to wait for the key")
         finally:
             holding.set()
             connections.close_all()
