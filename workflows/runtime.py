@@ -1,6 +1,7 @@
 """The runtime: runs an instance's pending activities, persisting the run state after every activity."""
 
 import datetime as dt
+import functools
 import json
 import logging
 import uuid
@@ -239,16 +240,12 @@ _PG_AUDITED_CTES = {
     False: f"upd AS ({_pg_update(True)} RETURNING id)",
     True: f"upd AS ({_pg_update(True)} RETURNING id), execution AS ({_PG_EXECUTION})",
 }
-# (CTEs, audit's INSERT) -> the statement: built once per shape, so each text can be prepared.
-_pg_audited: dict[tuple[str, str], str] = {}
 
 
+@functools.cache
 def _with_events(ctes: str, events_insert: str) -> str:
-    key = (ctes, events_insert)
-    sql = _pg_audited.get(key)
-    if sql is None:
-        sql = _pg_audited[key] = f"WITH {ctes} {events_insert}"
-    return sql
+    # Built once per shape (the same text object every time), so each text can be prepared.
+    return f"WITH {ctes} {events_insert}"
 
 
 def _execute_raw(sql: str, params: list) -> int:
