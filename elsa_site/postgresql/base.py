@@ -14,6 +14,7 @@ connection at the end of that request or task (its `errors_occurred` check), as 
 import select
 
 from django.db.backends.postgresql import base
+from psycopg.pq import TransactionStatus
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
@@ -21,6 +22,9 @@ class DatabaseWrapper(base.DatabaseWrapper):
         raw = self.connection
         if raw is None or raw.closed or raw.broken:
             return False
+        if raw.info.transaction_status != TransactionStatus.IDLE:
+            # Left inside a transaction (an aborted one fails SELECT 1): Django's own check decides.
+            return super().is_usable()
         try:
             readable, _, _ = select.select([raw.fileno()], [], [], 0)
         except (OSError, ValueError):  # the descriptor is gone

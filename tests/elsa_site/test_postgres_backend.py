@@ -2,6 +2,7 @@
 
 import time
 
+import psycopg
 import pytest
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections
@@ -57,3 +58,11 @@ def test_a_connection_the_server_closed_is_replaced(wrapper):
     with wrapper.cursor() as cursor:  # the check closes the dead connection, a new one opens
         cursor.execute("SELECT pg_backend_pid()")
         assert cursor.fetchone()[0] != pid
+
+
+def test_a_connection_left_in_an_aborted_transaction_is_not_usable(wrapper):
+    raw = wrapper.connection
+    raw.execute("BEGIN")
+    with pytest.raises(psycopg.errors.DivisionByZero):
+        raw.execute("SELECT 1 / 0")
+    assert not wrapper.is_usable()
