@@ -49,14 +49,19 @@ def resume(client, token: str):
     return client.post(f"{RESUME}?t={token}", body, content_type="application/json")
 
 
-@pytest.mark.django_db(transaction=True)
-def test_a_resume_locks_the_instance_once_and_takes_no_savepoint(client, private_queue):
+def resumed_with_statements(client):
+    """A suspended instance resumed through the API: (instance, bookmark, issued token, its statements)."""
     instance, bookmark = suspended()
     issued = token_for(bookmark)
     with CaptureQueriesContext(connection) as queries:
         response = resume(client, issued.token)
     assert response.status_code == 200, response.content
-    statements = [query["sql"] for query in queries.captured_queries]
+    return instance, bookmark, issued, [query["sql"] for query in queries.captured_queries]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_resume_locks_the_instance_once_and_takes_no_savepoint(client, private_queue):
+    _instance, bookmark, _issued, statements = resumed_with_statements(client)
     # The token lookup joins the instance but locks only the bookmark (FOR UPDATE OF b).
     instance_locks = [sql for sql in statements if "workflows_workflowinstance" in sql and sql.endswith("FOR UPDATE")]
     assert len(instance_locks) == 1, statements
@@ -114,12 +119,8 @@ def test_a_cancel_committed_while_a_resume_waits_for_the_instance_makes_it_404_a
 
 @pytest.mark.django_db(transaction=True)
 def test_a_resume_records_its_event_with_the_burn_and_the_instance_event_with_the_state(client, private_queue):
-    instance, bookmark = suspended()
-    issued = token_for(bookmark)
-    with CaptureQueriesContext(connection) as queries:
-        response = resume(client, issued.token)
-    assert response.status_code == 200, response.content
-    audited = [query["sql"] for query in queries.captured_queries if "audit_pendingauditevent" in query["sql"]]
+    instance, bookmark, issued, statements = resumed_with_statements(client)
+    audited = [sql for sql in statements if "audit_pendingauditevent" in sql]
     # No audit insert of its own: one rides on the bookmark's burn, one on the instance's state write.
     assert len(audited) == 2, audited
     burn, state = audited
