@@ -12,6 +12,8 @@ forwarded_allow_ips = os.environ.get("ELSA_FORWARDED_ALLOW_IPS", "127.0.0.1")
 accesslog = "-"
 # The request line is logged without its query string: resume tokens travel there.
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(B)s %(M)sms'
+# Only the atoms the format names reach the log record, scrubbed (elsa_site/access_log.py).
+logger_class = "elsa_site.access_log.AccessLogger"
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
