@@ -3,16 +3,18 @@
 import hashlib
 import hmac
 import json
+import multiprocessing
+import os
 import queue
 import threading
 from collections.abc import Iterable
 from contextlib import closing
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from json.encoder import encode_basestring_ascii
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
 
 from audit.chain import (
     EVENT_COLUMNS,
@@ -26,6 +28,9 @@ from audit.chain import (
 from audit.models import AuditCheckpoint, AuditEvent
 
 CHUNK_SIZE = 5000
+# verify_chain(jobs=N) splits a chain of at least this many events into N segments verified by N
+# processes at once; below it, starting the processes costs more than it saves.
+PARALLEL_MIN_EVENTS = 50_000
 
 
 _scan_json = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
@@ -66,6 +71,13 @@ class Anchors:
     @property
     def highest(self) -> int:
         return max(self.hashes, default=0)
+
+    def within(self, first: int, last: int) -> "Anchors":
+        """The checkpoints naming events first..last (both included)."""
+        return Anchors(
+            hashes={k: v for k, v in self.hashes.items() if first <= k <= last},
+            forged=frozenset(k for k in self.forged if first <= k <= last),
+        )
 
 
 def load_anchors(checkpoints: Iterable[tuple[int, str, datetime, str]], *, key: str | None = None) -> Anchors:
@@ -282,12 +294,88 @@ def _db_anchors(**filters) -> Anchors:
     )
 
 
-def verify_chain() -> VerificationResult:
-    """Verify the whole chain, from genesis to the head, against every signed checkpoint."""
+def default_jobs() -> int:
+    """The processes verify_audit_chain uses by default: the CPUs this process may run on, at most 4."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, 4))
+
+
+def verify_chain(*, jobs: int = 1, parallel_min_events: int = PARALLEL_MIN_EVENTS) -> VerificationResult:
+    """Verify the whole chain, from genesis to the head, against every signed checkpoint.
+
+    With jobs > 1, on PostgreSQL and outside a transaction (the processes read committed rows), a
+    chain of at least `parallel_min_events` events is verified in `jobs` segments at once, each by
+    a process of its own (see _verify_in_segments); the result is the one a single pass gives.
+    """
     anchors = _db_anchors()
+    if jobs > 1 and connection.vendor == "postgresql" and not connection.in_atomic_block:
+        starts = _segment_starts(jobs, parallel_min_events)
+        if len(starts) > 1:
+            return _verify_in_segments(starts, anchors)
     # closing(): stop the server-side cursor (and its fetch thread) as soon as a bad event is found.
     with closing(_event_rows()) as rows:
         return verify_rows(rows, anchors=anchors, must_reach=anchors.highest)
+
+
+def _segment_starts(jobs: int, min_events: int) -> list[int]:
+    """Event 1, then the first stored event at or after each further 1/jobs of the id range."""
+    head = AuditEvent.objects.order_by("-id").values_list("id", flat=True).first() or 0
+    if head < max(min_events, jobs):
+        return [1]
+    starts = [1]
+    for k in range(1, jobs):
+        start = AuditEvent.objects.filter(id__gte=1 + k * head // jobs).order_by("id").values_list("id", flat=True)
+        found = start.first()
+        if found is not None and found > starts[-1]:
+            starts.append(found)
+    return starts
+
+
+def _verify_in_segments(starts: list[int], anchors: Anchors) -> VerificationResult:
+    """Verify consecutive segments at once, one process each, and combine them as one pass would.
+
+    Segment k runs from its start through the first event of segment k+1, which both check: so
+    every link is checked once by the segment holding the event it points to, a gap before a
+    segment's first event is seen by the segment before it, and each event's hash is recomputed.
+    Segment k+1 takes its first event's stored link as is (its predecessor is checked by segment
+    k). The first failing segment, in chain order, names the first bad event; the ones after it
+    are stopped. Only the last segment checks the chain's end (a cut tail, checkpoints beyond it).
+    """
+    segments = []
+    for k, first in enumerate(starts):
+        last = starts[k + 1] if k + 1 < len(starts) else None
+        if last is None:
+            segment = Anchors(
+                hashes={e: h for e, h in anchors.hashes.items() if e >= first},
+                forged=frozenset(e for e in anchors.forged if e >= first),
+            )
+            segments.append((first, _NO_UPPER_BOUND, segment, anchors.highest))
+        else:
+            segments.append((first, last, anchors.within(first, last), 0))
+    # The processes are forked from this one: none may share its database connection.
+    connections.close_all()
+    total = 0
+    with multiprocessing.get_context("fork").Pool(len(segments)) as pool:
+        for k, result in enumerate(pool.imap(_verify_segment, segments)):
+            if not result.is_valid:
+                return replace(result, total_checked=total + result.total_checked)
+            final = k == len(segments) - 1
+            # A segment's last event is the next segment's first: count it once.
+            total += result.total_checked if final else result.total_checked - 1
+    return VerificationResult(True, None, total, "", head_id=result.head_id)
+
+
+def _verify_segment(segment: tuple[int, int, Anchors, int]) -> VerificationResult:
+    first, last, anchors, must_reach = segment
+    anchor_hash = GENESIS_HASH if first == 1 else None
+    try:
+        with closing(_event_rows(first, last)) as rows:
+            return verify_rows(rows, first_id=first, anchor_hash=anchor_hash, anchors=anchors, must_reach=must_reach)
+    finally:
+        connection.close()  # this process's own connection, opened for this segment
 
 
 def verify_event(event_id: int) -> VerificationResult:
@@ -298,8 +386,7 @@ def verify_event(event_id: int) -> VerificationResult:
     after = [cp for cp in anchors.hashes if cp > event_id]
     start = max(before, default=1)
     end = min(after, default=event_id)
-    forged_in_range = frozenset(cp for cp in anchors.forged if start <= cp <= end)
-    segment = Anchors(hashes={k: v for k, v in anchors.hashes.items() if start <= k <= end}, forged=forged_in_range)
+    segment = anchors.within(start, end)
     # From a checkpoint, the first event's stored link is taken as is: the checkpoint's signed
     # hash of that event proves its content, and through its hash its link.
     anchor_hash = GENESIS_HASH if start == 1 else None

@@ -124,11 +124,14 @@ def measure(h) -> dict:
         raise RuntimeError(f"unexpected verify_audit_chain output: {out!r}")
     verified, seconds = int(match.group(1)), float(match.group(2))
     rate = verified / seconds
+    from audit.verification import default_jobs
+
     return figure(
         "audit_verify",
         rate,
         baseline,
         "events/s",
-        f"{verified} events, every hash recomputed; baseline = bare server-side cursor scan of the same rows; "
+        f"{verified} events, every hash recomputed, {default_jobs()} segments at once (the command's default "
+        "--jobs); baseline = bare server-side cursor scan of the same rows in one process; "
         f"target {TARGET:.0f}/s",
     )

@@ -1,7 +1,7 @@
 """Tamper detection: raw-SQL edits, deletions, swaps, truncation and rewrites fail at the right event."""
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import connection
 
 from audit.chain import EVENT_COLUMNS, compute_hash
@@ -242,3 +242,104 @@ def test_checkpoint_is_also_written_to_the_log(caplog):
         checkpoint.event_hash,
     )
     assert record.audit_checkpoint_signature == checkpoint.signature
+
+
+# Parallel verification: the same chain, tampered in the same way, gives the same result in
+# segments (one process each) as in one pass. 12 events in 3 segments: events 1-5, 5-9 and 9-.
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        "intact",
+        "edit-first-segment",
+        "edit-boundary",
+        "edit-last-segment",
+        "relink-before-boundary",
+        "delete-boundary",
+        "delete-before-boundary",
+        "swap-across-boundary",
+        "cut-tail",
+        "rewrite",
+        "forged-beyond-head",
+    ],
+)
+def test_parallel_segments_report_what_one_pass_reports(tamper):
+    from audit.verification import _segment_starts
+
+    append_events(11)
+    audit_checkpoint_create()  # signs event 12
+    assert _segment_starts(3, 0) == [1, 5, 9]
+    with triggers_disabled() as cursor:
+        if tamper == "edit-first-segment":
+            cursor.execute("UPDATE audit_auditevent SET action = 'x' WHERE id = 2")
+        elif tamper == "edit-boundary":
+            cursor.execute("UPDATE audit_auditevent SET actor_id = 'x' WHERE id = 9")
+        elif tamper == "edit-last-segment":
+            cursor.execute("UPDATE audit_auditevent SET result = 'failure' WHERE id = 11")
+        elif tamper == "relink-before-boundary":
+            # Event 4 edited and rehashed by itself: only the link of event 5, a segment's first, breaks.
+            cursor.execute("UPDATE audit_auditevent SET action = 'forged' WHERE id = 4")
+            event = AuditEvent.objects.get(id=4)
+            fields = {f: getattr(event, f) for f in EVENT_COLUMNS[:-1]}
+            cursor.execute("UPDATE audit_auditevent SET hash = %s WHERE id = 4", [compute_hash(**fields)])
+        elif tamper == "delete-boundary":
+            cursor.execute("DELETE FROM audit_auditevent WHERE id = 5")
+        elif tamper == "delete-before-boundary":
+            cursor.execute("DELETE FROM audit_auditevent WHERE id = 8")
+        elif tamper == "swap-across-boundary":
+            cursor.execute("UPDATE audit_auditevent SET id = -4 WHERE id = 4")
+            cursor.execute("UPDATE audit_auditevent SET id = 4 WHERE id = 5")
+            cursor.execute("UPDATE audit_auditevent SET id = 5 WHERE id = -4")
+        elif tamper == "cut-tail":
+            cursor.execute("DELETE FROM audit_auditevent WHERE id >= 10")
+        elif tamper == "rewrite":
+            cursor.execute("UPDATE audit_auditevent SET actor_id = 'framed' WHERE id = 6")
+            rehash_from(cursor, 6)
+        elif tamper == "forged-beyond-head":
+            cursor.execute(
+                "INSERT INTO audit_auditcheckpoint (event_id, event_hash, created, signature) "
+                "VALUES (40, %s, now(), %s)",
+                ["a" * 64, "0" * 64],
+            )
+    one_pass = verify_chain()
+    in_segments = verify_chain(jobs=3, parallel_min_events=0)
+    assert in_segments == one_pass
+    assert one_pass.is_valid == (tamper == "intact")
+    expected_first_bad = {
+        "intact": None,
+        "edit-first-segment": 2,
+        "edit-boundary": 9,
+        "edit-last-segment": 11,
+        "relink-before-boundary": 5,
+        "delete-boundary": 5,
+        "delete-before-boundary": 8,
+        "swap-across-boundary": 4,
+        "cut-tail": 10,
+        "rewrite": 12,
+        "forged-beyond-head": 40,
+    }
+    assert one_pass.first_invalid_id == expected_first_bad[tamper]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_parallel_verification_counts_every_event_once():
+    append_events(10)
+    result = verify_chain(jobs=4, parallel_min_events=0)
+    assert (result.is_valid, result.total_checked, result.head_id) == (True, 10, 10)
+
+
+def test_inside_a_transaction_the_chain_is_verified_in_one_pass():
+    # Processes of their own would not see this transaction's rows: one pass, in it, sees them all.
+    append_events(6)
+    assert verify_chain(jobs=3, parallel_min_events=0).total_checked == 6
+
+
+@pytest.mark.django_db(transaction=True)
+def test_verify_command_takes_a_number_of_jobs():
+    append_events(6)
+    with triggers_disabled() as cursor:
+        cursor.execute("UPDATE audit_auditevent SET action = 'x' WHERE id = 5")
+    code, output = run_verify_command("--jobs", "3")
+    assert code == 1 and "#5" in output
+    with pytest.raises(CommandError, match="at least 1"):
+        run_verify_command("--jobs", "0")

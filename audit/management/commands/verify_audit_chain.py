@@ -3,7 +3,7 @@
 import sys
 import time
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from audit import verification
 
@@ -13,6 +13,13 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--file", help="Verify a JSON Lines export (from export_audit) instead of the database.")
+        parser.add_argument(
+            "--jobs",
+            type=int,
+            default=None,
+            help="Processes verifying segments of the chain at once (PostgreSQL, chains of "
+            f"{verification.PARALLEL_MIN_EVENTS} events or more); default: the CPUs available, at most 4.",
+        )
 
     def handle(self, *args, **options):
         started = time.monotonic()
@@ -22,7 +29,10 @@ class Command(BaseCommand):
                 result = verification.verify_export(lines)
         else:
             source = "database"
-            result = verification.verify_chain()
+            jobs = options["jobs"] if options["jobs"] is not None else verification.default_jobs()
+            if jobs < 1:
+                raise CommandError("--jobs must be at least 1.")
+            result = verification.verify_chain(jobs=jobs)
         elapsed = time.monotonic() - started
         if not result.is_valid:
             where = f"first bad event #{result.first_invalid_id}: " if result.first_invalid_id else ""
