@@ -2,7 +2,6 @@
 
 import io
 import logging
-import os
 import socket
 from datetime import timedelta
 from types import SimpleNamespace
