@@ -139,7 +139,6 @@ def _idempotent_instance(actor: Actor, key: str) -> WorkflowInstance | None:
     ).first()
 
 
-@transaction.atomic
 def workflow_definition_execute(
     *, definition: WorkflowDefinition, input: Any, actor: Actor, idempotency_key: str | None = None
 ) -> WorkflowInstance:
@@ -147,7 +146,22 @@ def workflow_definition_execute(
 
     With an idempotency key, the same caller gets the instance it started first with that key
     (also when two requests race: the unique constraint decides, the loser reads the winner).
+
+    Without a key, outside a transaction, on PostgreSQL, the start's only write is one statement
+    (the instance and its `started` event, runtime.insert_instance), atomic by itself: it runs in
+    autocommit, without a BEGIN and a COMMIT round trip, and the run is enqueued once it returns
+    (on_commit outside a transaction runs at once). Otherwise the start is one transaction.
     """
+    db = transaction.get_connection()
+    if idempotency_key is None and not db.in_atomic_block and db.vendor == "postgresql":
+        return _execute(definition=definition, input=input, actor=actor, idempotency_key=None)
+    with transaction.atomic():
+        return _execute(definition=definition, input=input, actor=actor, idempotency_key=idempotency_key)
+
+
+def _execute(
+    *, definition: WorkflowDefinition, input: Any, actor: Actor, idempotency_key: str | None
+) -> WorkflowInstance:
     if idempotency_key is not None:
         if not idempotency_key or len(idempotency_key) > IDEMPOTENCY_KEY_MAX:
             raise InvalidInput(f"The Idempotency-Key must have 1 to {IDEMPOTENCY_KEY_MAX} characters.")

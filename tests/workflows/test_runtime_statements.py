@@ -111,6 +111,20 @@ def test_cancelled_suspended_record_is_not_completed_by_a_later_run():
     assert list(ActivityExecution.objects.filter(instance=instance).values_list("status", flat=True)) == ["Cancelled"]
 
 
+def _queued_run_ids() -> list[str]:
+    """Take every message off the engine's queue; the instance ids of the run messages among them."""
+    from django.conf import settings
+
+    from elsa_site.celery import app
+
+    ids = []
+    with app.connection_for_write() as conn:
+        while (message := conn.default_channel.basic_get(settings.ELSA_WORKFLOW_QUEUE, no_ack=True)) is not None:
+            if message.headers["task"] == runtime.RUN_TASK:
+                ids.append(message.decode()[0][0])
+    return ids
+
+
 def test_run_message_names_the_instance_in_its_display_arguments(settings):
     from elsa_site.celery import app
 
@@ -153,12 +167,16 @@ def _as_audit_record_writes(**fields) -> dict:
 def test_a_start_inserts_the_instance_and_its_event_in_one_statement():
     definition = published(FINISH)
     workflow_definition_execute(definition=definition, input={}, actor=ACTOR)  # the graph is cached now
+    _queued_run_ids()  # its run message, taken off the queue
     with CaptureQueriesContext(connection) as queries:
         instance = workflow_definition_execute(definition=definition, input={}, actor=ACTOR)
     statements = _statements(queries)
-    assert len(statements) == 3, statements  # BEGIN, the statement, COMMIT
-    assert statements[1].startswith("WITH inst AS (INSERT INTO workflows_workflowinstance ")
-    assert "INSERT INTO audit_pendingauditevent " in statements[1]
+    # Outside a transaction: the one statement in autocommit, no BEGIN and COMMIT around it.
+    assert len(statements) == 1, statements
+    assert statements[0].startswith("WITH inst AS (INSERT INTO workflows_workflowinstance ")
+    assert "INSERT INTO audit_pendingauditevent " in statements[0]
+    # The run was enqueued once the statement returned (committed).
+    assert _queued_run_ids() == [str(instance.pk)]
     [started_event] = chained_events().filter(event_type="workflow.instance.started", resource_id=str(instance.pk))
     context = {"definition_id": str(definition.pk), "definition_version_id": definition.published_version_id}
     assert _payload(started_event) == _as_audit_record_writes(
@@ -343,3 +361,16 @@ def test_the_loser_of_an_idempotency_race_returns_the_winner_and_records_no_even
     assert list(started_events.values_list("resource_id", flat=True)) == [str(loser.pk)]
     assert AuditEvent.objects.filter(resource_id=str(loser.pk)).count() == 1
     assert verify_chain().is_valid
+
+
+def test_a_start_inside_a_callers_transaction_enqueues_its_run_only_at_commit():
+    definition = published(FINISH)
+    with transaction.atomic():
+        instance = workflow_definition_execute(definition=definition, input={}, actor=ACTOR)
+        assert _queued_run_ids() == []  # not before the caller's commit
+        with other_session() as other:
+            # Nor visible to anyone else yet: it is the caller's transaction's write.
+            assert other.execute(
+                "SELECT count(*) FROM workflows_workflowinstance WHERE id = %s", [instance.pk]
+            ).fetchone() == (0,)
+    assert _queued_run_ids() == [str(instance.pk)]
