@@ -244,81 +244,70 @@ def test_checkpoint_is_also_written_to_the_log(caplog):
     assert record.audit_checkpoint_signature == checkpoint.signature
 
 
+def _rehash_alone(cursor, event_id: int) -> None:
+    """Edit an event and recompute its own hash (not the links after it)."""
+    cursor.execute("UPDATE audit_auditevent SET action = 'forged' WHERE id = %s", [event_id])
+    event = AuditEvent.objects.get(id=event_id)
+    fields = {f: getattr(event, f) for f in EVENT_COLUMNS[:-1]}
+    cursor.execute("UPDATE audit_auditevent SET hash = %s WHERE id = %s", [compute_hash(**fields), event_id])
+
+
+def _rewrite_from_6(cursor) -> None:
+    cursor.execute("UPDATE audit_auditevent SET actor_id = 'framed' WHERE id = 6")
+    rehash_from(cursor, 6)
+
+
 # Parallel verification: the same chain, tampered in the same way, gives the same result in
 # segments (one process each) as in one pass. 12 events in 3 segments: events 1-5, 5-9 and 9-.
+# Each case: the tampering (SQL statements, or a function of the cursor) and the first bad event.
+SEGMENT_TAMPERING = {
+    "intact": ([], None),
+    "edit-first-segment": (["UPDATE audit_auditevent SET action = 'x' WHERE id = 2"], 2),
+    "edit-boundary": (["UPDATE audit_auditevent SET actor_id = 'x' WHERE id = 9"], 9),
+    "edit-last-segment": (["UPDATE audit_auditevent SET result = 'failure' WHERE id = 11"], 11),
+    # Event 4 edited and rehashed by itself: only the link of event 5, a segment's first, breaks.
+    "relink-before-boundary": (lambda cursor: _rehash_alone(cursor, 4), 5),
+    "delete-boundary": (["DELETE FROM audit_auditevent WHERE id = 5"], 5),
+    "delete-before-boundary": (["DELETE FROM audit_auditevent WHERE id = 8"], 8),
+    "swap-across-boundary": (
+        [
+            "UPDATE audit_auditevent SET id = -4 WHERE id = 4",
+            "UPDATE audit_auditevent SET id = 4 WHERE id = 5",
+            "UPDATE audit_auditevent SET id = 5 WHERE id = -4",
+        ],
+        4,
+    ),
+    "cut-tail": (["DELETE FROM audit_auditevent WHERE id >= 10"], 10),
+    "rewrite": (_rewrite_from_6, 12),
+    "forged-beyond-head": (
+        [
+            "INSERT INTO audit_auditcheckpoint (event_id, event_hash, created, signature) "
+            "VALUES (40, repeat('a', 64), now(), repeat('0', 64))"
+        ],
+        40,
+    ),
+}
+
+
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.parametrize(
-    "tamper",
-    [
-        "intact",
-        "edit-first-segment",
-        "edit-boundary",
-        "edit-last-segment",
-        "relink-before-boundary",
-        "delete-boundary",
-        "delete-before-boundary",
-        "swap-across-boundary",
-        "cut-tail",
-        "rewrite",
-        "forged-beyond-head",
-    ],
-)
+@pytest.mark.parametrize("tamper", SEGMENT_TAMPERING)
 def test_parallel_segments_report_what_one_pass_reports(tamper):
     from audit.verification import _segment_starts
 
     append_events(11)
     audit_checkpoint_create()  # signs event 12
     assert _segment_starts(3, 0) == [1, 5, 9]
+    tampering, first_bad = SEGMENT_TAMPERING[tamper]
     with triggers_disabled() as cursor:
-        if tamper == "edit-first-segment":
-            cursor.execute("UPDATE audit_auditevent SET action = 'x' WHERE id = 2")
-        elif tamper == "edit-boundary":
-            cursor.execute("UPDATE audit_auditevent SET actor_id = 'x' WHERE id = 9")
-        elif tamper == "edit-last-segment":
-            cursor.execute("UPDATE audit_auditevent SET result = 'failure' WHERE id = 11")
-        elif tamper == "relink-before-boundary":
-            # Event 4 edited and rehashed by itself: only the link of event 5, a segment's first, breaks.
-            cursor.execute("UPDATE audit_auditevent SET action = 'forged' WHERE id = 4")
-            event = AuditEvent.objects.get(id=4)
-            fields = {f: getattr(event, f) for f in EVENT_COLUMNS[:-1]}
-            cursor.execute("UPDATE audit_auditevent SET hash = %s WHERE id = 4", [compute_hash(**fields)])
-        elif tamper == "delete-boundary":
-            cursor.execute("DELETE FROM audit_auditevent WHERE id = 5")
-        elif tamper == "delete-before-boundary":
-            cursor.execute("DELETE FROM audit_auditevent WHERE id = 8")
-        elif tamper == "swap-across-boundary":
-            cursor.execute("UPDATE audit_auditevent SET id = -4 WHERE id = 4")
-            cursor.execute("UPDATE audit_auditevent SET id = 4 WHERE id = 5")
-            cursor.execute("UPDATE audit_auditevent SET id = 5 WHERE id = -4")
-        elif tamper == "cut-tail":
-            cursor.execute("DELETE FROM audit_auditevent WHERE id >= 10")
-        elif tamper == "rewrite":
-            cursor.execute("UPDATE audit_auditevent SET actor_id = 'framed' WHERE id = 6")
-            rehash_from(cursor, 6)
-        elif tamper == "forged-beyond-head":
-            cursor.execute(
-                "INSERT INTO audit_auditcheckpoint (event_id, event_hash, created, signature) "
-                "VALUES (40, %s, now(), %s)",
-                ["a" * 64, "0" * 64],
-            )
+        if callable(tampering):
+            tampering(cursor)
+        else:
+            for statement in tampering:
+                cursor.execute(statement)
     one_pass = verify_chain()
     in_segments = verify_chain(jobs=3, parallel_min_events=0)
     assert in_segments == one_pass
-    assert one_pass.is_valid == (tamper == "intact")
-    expected_first_bad = {
-        "intact": None,
-        "edit-first-segment": 2,
-        "edit-boundary": 9,
-        "edit-last-segment": 11,
-        "relink-before-boundary": 5,
-        "delete-boundary": 5,
-        "delete-before-boundary": 8,
-        "swap-across-boundary": 4,
-        "cut-tail": 10,
-        "rewrite": 12,
-        "forged-beyond-head": 40,
-    }
-    assert one_pass.first_invalid_id == expected_first_bad[tamper]
+    assert (one_pass.is_valid, one_pass.first_invalid_id) == (first_bad is None, first_bad)
 
 
 @pytest.mark.django_db(transaction=True)
