@@ -6,7 +6,10 @@ among them). The redacting filter then scrubbed all of them, calling repr() on t
 request: about 1.3 ms of CPU per request, a fifth of the web process's Python time on /health/live
 (measured with py-spy). The format names five or six atoms; only those are built into the record,
 each already scrubbed of tokens and credentials, so the filter and the formatter see a few short
-values. A header atom the format names but a request lacks is '-', as gunicorn prints it.
+values. A header or environ atom whose name is a sensitive key (`%({authorization}i)s`,
+`%({cookie}i)s`, `%({x-api-key}i)s`, ...: elsa_site.logging.sensitive_keys) is logged as
+"[redacted]" whatever it holds. A header atom the format names but a request lacks is '-', as
+gunicorn prints it.
 """
 
 import functools
@@ -14,9 +17,11 @@ import re
 
 from gunicorn.glogging import Logger
 
-from elsa_site.logging import scrub_text
+from elsa_site.logging import REDACTED, scrub_text, sensitive_keys
 
 _ATOM = re.compile(r"%\(([^)]+)\)")
+# `{name}i` (request header), `{name}o` (response header), `{name}e` (environ): gunicorn's atoms with a name.
+_NAMED_ATOM = re.compile(r"^\{([^}]*)\}[ioe]$")
 
 
 @functools.cache
@@ -25,11 +30,25 @@ def atom_names(access_log_format: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(_ATOM.findall(access_log_format)))
 
 
+def _sensitive(name: str, keys: frozenset[str]) -> bool:
+    match = _NAMED_ATOM.match(name)
+    if match is None:
+        return False
+    key = match.group(1).lower()
+    if name.endswith("e") and key.startswith("http_"):  # a header as WSGI names it: HTTP_X_API_KEY
+        key = key[5:].replace("_", "-")
+    return key in keys
+
+
 class AccessLogger(Logger):
     def atoms(self, resp, req, environ, request_time) -> dict:
         every = super().atoms(resp, req, environ, request_time)
+        keys = sensitive_keys()
         named = {}
         for name in atom_names(self.cfg.access_log_format):
+            if _sensitive(name, keys):
+                named[name] = REDACTED
+                continue
             # Looked up as gunicorn's SafeAtoms does (header and environ atoms case-insensitively,
             # '-' when absent); access() then wraps this dict in SafeAtoms, which escapes quotes.
             value = every.get(name.lower() if name.startswith("{") else name, "-")

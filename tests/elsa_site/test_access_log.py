@@ -30,6 +30,7 @@ def _request(sock: socket.socket):
         "SERVER_PROTOCOL": "HTTP/1.1",
         "REMOTE_ADDR": "10.1.2.3",
         "HTTP_USER_AGENT": 'agent "quoted"',
+        "HTTP_COOKIE": "sessionid=abc123",
         "gunicorn.socket": sock,
     }
     req = SimpleNamespace(headers=[("AUTHORIZATION", f"ApiKey {TOKEN}"), ("USER-AGENT", 'agent "quoted"')])
@@ -42,7 +43,7 @@ def test_atom_names_are_read_from_the_format_once_each():
 
 
 def test_only_named_atoms_are_built_and_each_is_scrubbed():
-    fmt = '%(h)s "%(r)s" %(q)s %(s)s %(B)s %(M)s %({Authorization}i)s %({missing}i)s %(a)s'
+    fmt = '%(h)s "%(r)s" %(q)s %(s)s %(B)s %(M)s %({User-Agent}i)s %({missing}i)s %(a)s'
     with socket.socket() as sock:
         atoms = _logger(fmt).atoms(*_request(sock))
     assert set(atoms) == set(atom_names(fmt))
@@ -52,8 +53,21 @@ def test_only_named_atoms_are_built_and_each_is_scrubbed():
     assert atoms["h"] == "10.1.2.3"
     assert atoms["s"] == "200" and atoms["B"] == 17 and atoms["M"] == 12
     assert atoms["r"] == "POST /elsa/api/bookmarks/resume?t=[redacted] HTTP/1.1"
-    assert atoms["{Authorization}i"] == "ApiKey [redacted]"
+    assert atoms["{User-Agent}i"] == 'agent "quoted"'
     assert atoms["{missing}i"] == "-"
+
+
+def test_atoms_named_after_sensitive_headers_are_redacted_whatever_they_hold():
+    fmt = "%({Authorization}i)s %({cookie}i)s %({http_cookie}e)s %({X-Api-Key}i)s %({user-agent}i)s"
+    with socket.socket() as sock:
+        atoms = _logger(fmt).atoms(*_request(sock))
+    assert atoms == {
+        "{Authorization}i": "[redacted]",
+        "{cookie}i": "[redacted]",
+        "{http_cookie}e": "[redacted]",
+        "{X-Api-Key}i": "[redacted]",
+        "{user-agent}i": 'agent "quoted"',
+    }
 
 
 def test_an_access_line_through_the_configured_handler(monkeypatch):
