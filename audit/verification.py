@@ -327,8 +327,8 @@ def _segment_starts(jobs: int, min_events: int) -> list[int]:
         return [1]
     starts = [1]
     for k in range(1, jobs):
-        start = AuditEvent.objects.filter(id__gte=1 + k * head // jobs).order_by("id").values_list("id", flat=True)
-        found = start.first()
+        stored = AuditEvent.objects.filter(id__gte=1 + k * head // jobs).order_by("id")
+        found = stored.values_list("id", flat=True).first()
         if found is not None and found > starts[-1]:
             starts.append(found)
     return starts
@@ -346,15 +346,9 @@ def _verify_in_segments(starts: list[int], anchors: Anchors) -> VerificationResu
     """
     segments = []
     for k, first in enumerate(starts):
-        last = starts[k + 1] if k + 1 < len(starts) else None
-        if last is None:
-            segment = Anchors(
-                hashes={e: h for e, h in anchors.hashes.items() if e >= first},
-                forged=frozenset(e for e in anchors.forged if e >= first),
-            )
-            segments.append((first, _NO_UPPER_BOUND, segment, anchors.highest))
-        else:
-            segments.append((first, last, anchors.within(first, last), 0))
+        final = k + 1 == len(starts)
+        last = _NO_UPPER_BOUND if final else starts[k + 1]
+        segments.append((first, last, anchors.within(first, last), anchors.highest if final else 0))
     # The processes are forked from this one: none may share its database connection.
     connections.close_all()
     total = 0
