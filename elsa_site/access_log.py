@@ -40,13 +40,19 @@ def _sensitive(name: str, keys: frozenset[str]) -> bool:
     return key in keys
 
 
+@functools.cache
+def _atom_plan(access_log_format: str, keys: frozenset[str]) -> tuple[tuple[str, bool], ...]:
+    """Each atom the format names and whether it is redacted: fixed per format and key set, so
+    worked out once rather than on every request."""
+    return tuple((name, _sensitive(name, keys)) for name in atom_names(access_log_format))
+
+
 class AccessLogger(Logger):
     def atoms(self, resp, req, environ, request_time) -> dict:
         every = super().atoms(resp, req, environ, request_time)
-        keys = sensitive_keys()
         named = {}
-        for name in atom_names(self.cfg.access_log_format):
-            if _sensitive(name, keys):
+        for name, redacted in _atom_plan(self.cfg.access_log_format, sensitive_keys()):
+            if redacted:
                 named[name] = REDACTED
                 continue
             # Looked up as gunicorn's SafeAtoms does (header and environ atoms case-insensitively,
