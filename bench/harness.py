@@ -194,14 +194,14 @@ class Harness:
     # --- baselines -------------------------------------------------------------------------
     def baseline(self, name: str) -> float:
         if name not in self._baselines:
-            self._baselines[name] = {"health": self._health_rps, "celery": self._celery_rate}[name]()
+            self._baselines[name] = {"health": self._health_rps, "celery": self.celery_rate}[name]()
         return self._baselines[name]
 
     def _health_rps(self) -> float:
         self.http_rps("/health/live", duration=2)  # warm up
         return self.http_rps("/health/live")
 
-    def _celery_rate(self, count: int = 1000) -> float:
+    def celery_rate(self, count: int = 1000) -> float:
         """No-op task round trips per second: publish `count` pings, wait for every result."""
         from elsa_site.celery import ping
 

@@ -10,7 +10,8 @@ from bench.harness import figure
 
 WARMUP = 150
 DURATION = 3.0
-MAX_INSTANCES = 4000
+ROUNDS = 3
+MAX_INSTANCES = 3000  # per round
 RESUME_SHARE_BOUND = 0.5  # resumes/s never came near half of /health/live's rate (at most 0.26 so far)
 DOCUMENT = {
     "name": "bench-approval",
@@ -102,6 +103,35 @@ def _resume(h, tokens: list[str], duration: float) -> dict:
     return h.http_rps_requests(requests, duration=duration)
 
 
+def _round(h, definition, tokens: list[str]) -> dict:
+    """One round: /health/live, then resumes, with the worker paused for both; then every
+    continuation the round enqueued runs to Finished before the next round starts."""
+    # The server and the worker each run in a process group of their own (the harness's _spawn).
+    web, worker = (proc.pid for proc in h._procs[:2])
+    finished_before = _finished_count(definition)
+    with _worker_paused(worker):
+        health = h.http_rps("/health/live", duration=DURATION)
+        web_before, worker_before = _group_cpu_seconds(web), _group_cpu_seconds(worker)
+        result = _resume(h, tokens, duration=DURATION)
+        web_cpu = _group_cpu_seconds(web) - web_before
+    valid = result["total"] - result["non_2xx"]
+    if valid <= 0:
+        raise RuntimeError(f"no valid resume in {result['total']} requests")
+    # The worker was paused during the window: now it runs every continuation the window enqueued;
+    # check that each valid resume really continued to the end. Requests still in flight when wrk
+    # stopped resumed and continued too, so at least `valid` instances finish.
+    finished = _finished_after_resume(definition, expected=finished_before + valid) - finished_before
+    return {
+        "health": health,
+        "rps": result["rps"] * valid / result["total"],
+        "valid": valid,
+        "total": result["total"],
+        "finished": finished,
+        "web_cpu": web_cpu,
+        "worker_cpu": _group_cpu_seconds(worker) - worker_before,
+    }
+
+
 def measure(h) -> dict:
     from audit.actors import Actor
     from workflows.services import workflow_definition_create, workflow_definition_publish
@@ -111,40 +141,30 @@ def measure(h) -> dict:
         definition=workflow_definition_create(document=DOCUMENT, actor=actor), actor=actor
     )
     warmup = _resume(h, _suspended_tokens(definition, actor, WARMUP), duration=1)  # warms both web processes
-    # More suspended instances than the server can resume in DURATION, so every request is a valid
-    # resume (wrk cycles through its list: a token used twice is refused, and counted apart). The
-    # warm-up's rate alone fell short when the warm-up itself ran cold; half the health check's rate
-    # is far above any resume rate measured here, so the larger of the two is taken.
+    _finished_after_resume(definition, expected=warmup["total"] - warmup["non_2xx"])
+    # More suspended instances per round than the server can resume in DURATION, so every request
+    # is a valid resume (wrk cycles through its list: a token used twice is refused, and counted
+    # apart). The warm-up's rate alone fell short when the warm-up itself ran cold; half the health
+    # check's rate is far above any resume rate measured here, so the larger of the two is taken.
     rate_bound = max(warmup["rps"], RESUME_SHARE_BOUND * h.baseline("health"))
     count = min(MAX_INSTANCES, int(rate_bound * DURATION * 1.5) + 100)
-    tokens = _suspended_tokens(definition, actor, count)
-    # The server and the worker each run in a process group of their own (the harness's _spawn).
-    web, worker = (proc.pid for proc in h._procs[:2])
-    cpu_before = _group_cpu_seconds(web), _group_cpu_seconds(worker)
-    finished_before = _finished_count(definition)
-    with _worker_paused(worker):
-        result = _resume(h, tokens, duration=DURATION)
-        web_cpu = _group_cpu_seconds(web) - cpu_before[0]
-    valid = result["total"] - result["non_2xx"]
-    if valid <= 0:
-        raise RuntimeError(f"no valid resume in {result['total']} requests")
-    valid_rps = result["rps"] * valid / result["total"]
-    # The worker was paused during the window: now it runs every continuation the window enqueued;
-    # check that each valid resume really continued to the end.
-    warmed = warmup["total"] - warmup["non_2xx"]
-    finished = _finished_after_resume(definition, expected=warmed + valid)
-    # Worker CPU until the window's continuations all ended (nothing else runs on it by then),
-    # per continuation: requests still in flight when wrk stopped resumed and continued too.
-    worker_cpu = (_group_cpu_seconds(worker) - cpu_before[1]) / max(1, finished - finished_before)
-    web_cpu /= result["total"]
+    tokens = _suspended_tokens(definition, actor, count * ROUNDS)
+    # Rounds of (/health/live, resumes), as the auth figures alternate: the machine's speed drifts
+    # over a run, so each resume window is set beside a health window taken moments before it.
+    rounds = [_round(h, definition, tokens[n * count : (n + 1) * count]) for n in range(ROUNDS)]
+    requests = sum(r["total"] for r in rounds)
+    web_cpu = sum(r["web_cpu"] for r in rounds) / requests
+    worker_cpu = sum(r["worker_cpu"] for r in rounds) / max(1, sum(r["finished"] for r in rounds))
     return figure(
         "resume",
-        valid_rps,
-        h.baseline("health"),
+        sum(r["rps"] for r in rounds) / ROUNDS,
+        sum(r["health"] for r in rounds) / ROUNDS,
         "resumes/s",
-        f"POST bookmarks/resume, {valid} valid of {result['total']} ({len(tokens)} tokens), each a suspended "
-        f"instance whose continuation is enqueued (worker paused in the window, then all {finished} "
-        "ran to Finished); "
-        f"CPU per resume: server {1000 * web_cpu:.1f} ms, worker {1000 * worker_cpu:.1f} ms; "
-        "rate limit raised; baseline = anonymous /health/live",
+        f"POST bookmarks/resume, {sum(r['valid'] for r in rounds)} valid of {requests} ({len(tokens)} tokens), "
+        "each a suspended instance whose continuation is enqueued (worker paused in the window, then all "
+        f"{sum(r['finished'] for r in rounds)} ran to Finished); interleaved with /health/live, "
+        f"{ROUNDS}x{DURATION:.0f}s: "
+        + ", ".join(f"{r['rps']:.0f}/{r['health']:.0f}" for r in rounds)
+        + f"; CPU per resume: server {1000 * web_cpu:.1f} ms, worker {1000 * worker_cpu:.1f} ms; "
+        "rate limit raised",
     )
