@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 export PORT
 
-.PHONY: install install-dev run test lint bench clean
+.PHONY: install install-dev run test lint bench bench-instructions clean
 
 install: $(VENV)/.installed
 
@@ -40,6 +40,10 @@ test: lint
 bench: install-dev
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(PY) bench/run.py
+
+bench-instructions: install-dev
+	@command -v valgrind >/dev/null || (apt-get update -qq && apt-get install -y -qq valgrind)
+	$(PY) bench/instructions.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache
