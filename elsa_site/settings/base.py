@@ -1,5 +1,6 @@
 """Settings shared by every environment, read from the environment with django-environ."""
 
+import hashlib
 from datetime import timedelta
 from pathlib import Path
 
@@ -224,6 +225,12 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = env.str("ELSA_CELERY_QUEUE", default="elsa")
 CELERY_RESULT_EXPIRES = 3600
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Read by Celery on every publish; set to Celery's defaults so that each read is found in these
+# settings at once, rather than after four failed attribute lookups (an exception each) under the
+# CELERY_ prefix and the old setting names before Celery's own defaults answer.
+CELERY_TASK_ALWAYS_EAGER = False
+CELERY_TASK_SEND_SENT_EVENT = False
+CELERY_BROKER_POOL_ACQUIRE_TIMEOUT = None
 # On Redis, a task not acknowledged within this time (its worker died) is delivered again. The
 # embedded SQLAlchemy transport takes no such option (it would reach create_engine); there the
 # workflow engine's periodic sweep re-enqueues stalled instances.
@@ -384,6 +391,13 @@ ELSA_RESUME_ALLOW_GET = env.bool("ELSA_RESUME_ALLOW_GET", default=True)
 ELSA_BOOKMARK_MAX_TTL_SECONDS = env.int("ELSA_BOOKMARK_MAX_TTL_SECONDS", default=30 * 86400)
 
 RATELIMIT_USE_CACHE = "default"
+# Read by django-ratelimit and the resume limiter on every resume; set to their defaults so that
+# each read finds the attribute (an unset one is a failed lookup with an exception, every time).
+RATELIMIT_ENABLE = True
+RATELIMIT_CACHE_PREFIX = "rl:"
+RATELIMIT_HASH_ALGORITHM = hashlib.sha256
+# Read by django-redis when a request that used the cache finishes (its default, written out).
+DJANGO_REDIS_CLOSE_CONNECTION = False
 RATELIMIT_VIEW = "elsa_site.errors.ratelimited_view"
 RATELIMIT_EXCEPTION_CLASS = "django_ratelimit.exceptions.Ratelimited"
 # django-ratelimit refuses local-memory caches (E003/W001); on embedded defaults make run serves

@@ -100,3 +100,38 @@ def test_a_channel_builds_a_new_client_when_its_pool_is_replaced():
             assert after is not before
             assert after.connection_pool is channel.pool
             assert after.ping()
+
+
+@pytest.mark.redis
+def test_a_publish_and_a_resume_rate_check_read_only_settings_that_are_set(settings, monkeypatch):
+    """Celery and django-ratelimit read some settings on every call; each unset one is a failed
+    attribute lookup with an exception, four per Celery key (its prefixed and old names). The
+    settings set them to their defaults, so these reads all find their value."""
+    from django.conf import LazySettings
+    from django.test import RequestFactory
+
+    from bookmarks.ratelimits import resume_rate_check
+    from workflows import runtime
+
+    settings.ELSA_WORKFLOW_QUEUE = f"{settings.CELERY_TASK_DEFAULT_QUEUE}-hot-path"  # consumed by no worker
+    request = RequestFactory().post("/elsa/api/bookmarks/resume", REMOTE_ADDR="127.0.0.1")
+    runtime.send(runtime.RUN_TASK, ["warm-up"])  # first use: connections, declarations
+    missing = []
+    lookup = LazySettings.__getattr__
+
+    def recording(self, name):
+        try:
+            return lookup(self, name)
+        except AttributeError:
+            missing.append(name)
+            raise
+
+    monkeypatch.setattr(LazySettings, "__getattr__", recording)
+    try:
+        runtime.send(runtime.RUN_TASK, ["publish"])
+        resume_rate_check(request)
+    finally:
+        monkeypatch.undo()
+        with app.connection_for_write() as conn:
+            conn.default_channel.queue_purge(settings.ELSA_WORKFLOW_QUEUE)
+    assert missing == []
