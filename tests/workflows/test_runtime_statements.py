@@ -138,6 +138,38 @@ def test_run_message_names_the_instance_in_its_display_arguments(settings):
     assert (args, kwargs) == ([str(instance.pk)], {})
 
 
+def test_the_engine_declares_its_queue_once_per_broker_connection(settings, monkeypatch):
+    """A publish has Celery declare the queue when its broker connection has not declared it yet
+    (kombu's cache of declared entities); later publishes on that connection skip the declaration
+    and its work. Every message is queued either way."""
+    import kombu.common
+
+    from elsa_site.celery import app
+
+    queue = app.amqp.queues[settings.ELSA_WORKFLOW_QUEUE]
+    declarations = []
+    declare = kombu.common._maybe_declare
+
+    def recording(entity, channel):
+        declarations.append(entity.name)
+        return declare(entity, channel)
+
+    monkeypatch.setattr(kombu.common, "_maybe_declare", recording)
+
+    def declared_on_the_connection() -> bool:
+        with app.producer_or_acquire() as producer:  # the one send() takes next, in this thread
+            return hash(queue) in producer.connection.declared_entities
+
+    with app.producer_or_acquire() as producer:  # as on a new connection, or after a reconnect
+        producer.connection.declared_entities.discard(hash(queue))
+    runtime.send(runtime.RUN_TASK, ["first"])
+    assert declarations == [queue.name] and declared_on_the_connection()
+    runtime.send(runtime.RUN_TASK, ["second"])
+    runtime.send(runtime.RUN_TASK, ["third"])
+    assert declarations == [queue.name]  # not again on this connection
+    assert _queued_run_ids() == ["first", "second", "third"]
+
+
 # --- A start and a lifecycle step: the write and its audit event in one statement ----------------
 
 FINISH = linear({"id": "done", "type": "Finish"})
