@@ -49,3 +49,17 @@ def test_results_are_converted_to_json():
     assert evaluate_expression("timestamp('2024-01-01T00:00:00Z')", {}) == "2024-01-01T00:00:00+00:00"
     assert evaluate_expression("duration('90s')", {}) == 90.0
     assert to_json_value(b"ab") == "YWI="
+
+
+def test_only_the_names_an_expression_reads_are_converted():
+    # Every name handed to CEL is converted to a CEL value first; a value it cannot convert (here a
+    # Python object) fails any evaluation that is given it. Names the expression does not read are
+    # not handed over, so they cost nothing and cannot fail it.
+    context = {**CONTEXT, "outputs": {"opaque": object()}}
+    assert evaluate_expression("vars.name + '!'", context) == "Ada!"
+    assert evaluate_expression("input.items.map(x, x * input.amount)", context) == [1200, 2400, 3600]
+    assert evaluate_expression("'outputs'", context) == "outputs"  # a string, not a reference
+    with pytest.raises(ExpressionError, match="Conversion"):
+        evaluate_expression("has(outputs.opaque)", context)
+    with pytest.raises(ExpressionError):
+        evaluate_expression("secrets.key", context)  # a name the context lacks is still an error
