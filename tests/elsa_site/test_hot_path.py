@@ -135,3 +135,26 @@ def test_a_publish_and_a_resume_rate_check_read_only_settings_that_are_set(setti
         with app.connection_for_write() as conn:
             conn.default_channel.queue_purge(settings.ELSA_WORKFLOW_QUEUE)
     assert missing == []
+
+
+def test_the_resume_route_is_resolved_first_and_every_api_route_still_resolves_to_itself():
+    """The bookmarks routes come before the other API includes (each include tried first costs the
+    resume a caught Resolver404); no route of another app matches a bookmarks path, so every
+    named API route still resolves to itself."""
+    import uuid
+
+    from django.urls import URLResolver, get_resolver, resolve, reverse
+
+    api = ("bookmarks.urls", "audit.urls", "workflows.urls", "workflows.executors.urls", "identity.urls")
+    includes = [entry for entry in get_resolver().url_patterns if isinstance(entry, URLResolver)]
+    modules = [getattr(entry.urlconf_name, "__name__", entry.urlconf_name) for entry in includes]
+    assert modules.index("bookmarks.urls") < min(modules.index(name) for name in api[1:])
+    samples = {"bookmark_id": uuid.uuid4(), "instance_id": uuid.uuid4(), "definition_id": uuid.uuid4()}
+    samples |= {"executor_id": uuid.uuid4(), "event_id": 7, "pk": 7}
+    for entry in (entry for entry, module in zip(includes, modules, strict=True) if module in api):
+        for pattern in entry.url_patterns:
+            name = getattr(pattern, "name", None)
+            if not name:
+                continue
+            kwargs = {key: samples[key] for key in pattern.pattern.converters}
+            assert resolve(reverse(name, kwargs=kwargs)).url_name == name
