@@ -253,9 +253,10 @@ def _execute_raw(sql: str, params: list) -> int:
     return execute_bound(sql, params, prepare=True)[0]
 
 
+@functools.cache
 def _on_postgresql() -> bool:
-    # The default connection itself, looked up once (each attribute of the `connection` proxy is
-    # another thread-local lookup, and the engine asks this several times per step).
+    # Asked several times per step; the default database's backend is fixed by the settings for
+    # the life of the process, and each `connections[...]` lookup is a thread-local (asgiref) one.
     return connections[DEFAULT_DB_ALIAS].vendor == "postgresql"
 
 
