@@ -240,6 +240,15 @@ _PG_AUDITED_CTES = {
     False: f"upd AS ({_pg_update(True)} RETURNING id)",
     True: f"upd AS ({_pg_update(True)} RETURNING id), execution AS ({_PG_EXECUTION})",
 }
+# A change that ends the run (any status but Running) also hands the run lock over to the
+# transaction, saving the unlock's round trip: the same lock is taken at transaction level, then
+# the session's hold is released, so no other runner can take it before this change commits (or
+# rolls back). Only when `upd` matched (a row to join): a stale write keeps the session lock for
+# the retry. The events' INSERT then depends on `released`, which is therefore evaluated.
+_PG_RELEASE_CTE = (
+    "released AS (SELECT pg_advisory_unlock(held.key) FROM upd, "
+    "(SELECT key, pg_advisory_xact_lock(key) FROM (SELECT %s::bigint AS key) AS lock) AS held)"
+)
 
 
 @functools.cache
@@ -300,9 +309,17 @@ def save_state(
             params += (json.dumps(execution[c]) if c == "output" else execution[c] for c in _EXECUTION_COLUMNS)
         if audit_events:
             # The events are inserted only if the update matched; the statement's row count is theirs.
-            insert, event_params = audit_pending_insert(audit_events, after="upd")
-            sql = _with_events(_PG_AUDITED_CTES[execution is not None], insert)
+            ctes = _PG_AUDITED_CTES[execution is not None]
+            locks, key = _run_locks(), _run_lock_key(instance.pk)
+            release = instance.status != InstanceStatus.RUNNING and locks.get(key) == 1
+            if release:
+                ctes = f"{ctes}, {_PG_RELEASE_CTE}"
+                params.append(key)
+            insert, event_params = audit_pending_insert(audit_events, after="released" if release else "upd")
+            sql = _with_events(ctes, insert)
             matched = audit_pending_execute(sql, params + event_params)[0] == len(audit_events)
+            if matched and release:
+                del locks[key]
         else:
             # The update matches one row or none; the execution row is inserted only if it matched.
             matched = _execute_raw(statements[execution is not None], params) == 1
@@ -429,7 +446,25 @@ class StepCrashed(Exception):
 
 def _run_lock_key(instance_id) -> int:
     # 64 bits of the instance's UUID as a signed bigint: the advisory lock key space of PostgreSQL.
-    return int.from_bytes(uuid.UUID(str(instance_id)).bytes[:8], "big", signed=True)
+    value = instance_id if isinstance(instance_id, uuid.UUID) else uuid.UUID(str(instance_id))
+    return int.from_bytes(value.bytes[:8], "big", signed=True)
+
+
+def _run_locks(db=None) -> dict[int, int]:
+    """The run locks held by the default connection's session: {lock key: times taken}.
+
+    Kept on the psycopg connection itself, so a new connection (a reconnect, a fork) starts with
+    none, as its server session does; without a connection, an empty dict. A session advisory lock
+    is re-entrant (an eagerly run task may run an instance inside its own run), hence the count.
+    """
+    raw = (db or connections[DEFAULT_DB_ALIAS]).connection
+    if raw is None:
+        return {}
+    try:
+        return raw._elsa_run_locks
+    except AttributeError:
+        locks = raw._elsa_run_locks = {}
+        return locks
 
 
 _INSTANCE_FIELDS = WorkflowInstance._meta.concrete_fields
@@ -483,7 +518,8 @@ def _lock_and_load(instance_id) -> tuple[bool, WorkflowInstance | None]:
     """
     if not _on_postgresql():
         return True, WorkflowInstance.objects.filter(pk=instance_id).first()
-    params = [_run_lock_key(instance_id), uuid.UUID(str(instance_id))]
+    key = _run_lock_key(instance_id)
+    params = [key, uuid.UUID(str(instance_id))]
     # CONN_HEALTH_CHECKS, checked by use: Django would send a SELECT 1 before the first query on a
     # reused connection (a round trip per run); here the lock-and-load itself is that query. If a
     # reused connection turns out broken, it is closed and the query runs once more on a new one,
@@ -503,6 +539,8 @@ def _lock_and_load(instance_id) -> tuple[bool, WorkflowInstance | None]:
         db.health_check_done = True
     if not locked:
         return False, None
+    locks = _run_locks(db)
+    locks[key] = locks.get(key, 0) + 1
     return True, None if row is None else _instance_from_row(row)
 
 
@@ -522,16 +560,29 @@ def _lock_and_load_query(instance_id, params: list) -> tuple[bool, tuple | None]
         # The first statement may have taken the lock before the read failed. Should the release
         # fail too, the engine's task closes its connection after a failure, which releases it.
         with suppress(DatabaseError):
-            _release_run_lock(instance_id)
+            _unlock(params[0])
         raise
     return locked, row
 
 
 def _release_run_lock(instance_id) -> None:
+    """Release the run lock taken by _lock_and_load, unless the change that ended the run already handed it over."""
     if not _on_postgresql():
         return
+    locks, key = _run_locks(), _run_lock_key(instance_id)
+    held = locks.get(key, 0)
+    if not held:
+        return
+    if held == 1:
+        del locks[key]
+    else:
+        locks[key] = held - 1
+    _unlock(key)
+
+
+def _unlock(key: int) -> None:
     try:
-        _execute_raw("SELECT pg_advisory_unlock(%s)", [_run_lock_key(instance_id)])
+        _execute_raw("SELECT pg_advisory_unlock(%s)", [key])
     except (OperationalError, InterfaceError):
         pass  # the connection is gone, and the server released the lock with it
 

@@ -228,15 +228,17 @@ def test_a_finishing_step_writes_state_record_and_event_in_one_statement():
         runtime.run_instance(instance.pk)
     statements = _statements(queries)
     # Four steps that change no status (one statement each, no transaction), the Finish step
-    # (BEGIN, its statement, COMMIT), the run lock's release; the lock-and-load before them is
-    # sent outside Django's query log.
-    assert len(statements) == 8, statements
-    assert statements[4:7] == ["BEGIN", statements[5], "COMMIT"]
+    # (BEGIN, its statement, COMMIT); the lock-and-load before them is sent outside Django's query
+    # log, and the finishing statement itself hands the run lock over to its transaction.
+    assert len(statements) == 7, statements
+    assert statements[4:] == ["BEGIN", statements[5], "COMMIT"]
     finishing = statements[5]
     assert finishing.startswith("WITH upd AS (UPDATE workflows_workflowinstance SET status = ")
     assert "execution AS (INSERT INTO workflows_activityexecution " in finishing
     assert "INSERT INTO audit_pendingauditevent " in finishing
     assert [sql for sql in statements if "audit_pendingauditevent" in sql] == [finishing]
+    assert not [sql for sql in statements if "pg_advisory_unlock(%s)" in sql and "released" not in sql]
+    assert _advisory_locks_of_my_session() == 0
     instance.refresh_from_db()
     assert instance.status == "Finished"
     assert list(instance.executions.order_by("id").values_list("activity_id", flat=True)) == [
@@ -406,3 +408,91 @@ def test_a_start_inside_a_callers_transaction_enqueues_its_run_only_at_commit():
                 "SELECT count(*) FROM workflows_workflowinstance WHERE id = %s", [instance.pk]
             ).fetchone() == (0,)
     assert _queued_run_ids() == [str(instance.pk)]
+
+
+def _advisory_locks_of_my_session() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()")
+        return cursor.fetchone()[0]
+
+
+def _finish_locked(instance: WorkflowInstance) -> None:
+    """What the Finish step's save does: the lifecycle change with its event, inside a transaction."""
+    now = timezone.now()
+    events = runtime.change_status(instance, "Finished", now=now)
+    runtime.save_and_emit(instance, now, events, actor=runtime.ENGINE_ACTOR)
+
+
+def _run_lock_free(key: int) -> bool:
+    """Whether another session can take the run lock right now (it lets it go again at once)."""
+    with other_session(autocommit=True) as other:
+        taken = other.execute("SELECT pg_try_advisory_lock(%s)", [key]).fetchone()[0]
+        if taken:
+            other.execute("SELECT pg_advisory_unlock(%s)", [key])
+    return taken
+
+
+def test_a_change_that_ends_the_run_holds_the_run_lock_until_it_commits():
+    instance = started()
+    key = runtime._run_lock_key(instance.pk)
+    locked, loaded = runtime._lock_and_load(instance.pk)
+    assert locked and loaded is not None
+    with transaction.atomic():
+        _finish_locked(loaded)
+        # The session's hold is released by the statement, but its transaction still holds the
+        # lock: no other runner can read the instance as it was before this change commits.
+        assert runtime._run_locks().get(key, 0) == 0
+        assert not _run_lock_free(key)
+    assert _run_lock_free(key)
+    assert _advisory_locks_of_my_session() == 0
+    runtime._release_run_lock(instance.pk)  # nothing left to release: no statement, no error
+    assert WorkflowInstance.objects.get(pk=instance.pk).status == "Finished"
+
+
+def test_a_rolled_back_change_that_ends_the_run_leaves_no_run_lock_behind():
+    instance = started()
+    key = runtime._run_lock_key(instance.pk)
+    _, loaded = runtime._lock_and_load(instance.pk)
+    with pytest.raises(RuntimeError), transaction.atomic():
+        _finish_locked(loaded)
+        raise RuntimeError("a listener failed after the change")
+    assert _run_lock_free(key)
+    assert WorkflowInstance.objects.get(pk=instance.pk).status == "Running"
+
+
+def test_a_stale_change_that_ends_the_run_keeps_the_run_lock_for_the_retry():
+    instance = started()
+    key = runtime._run_lock_key(instance.pk)
+    _, loaded = runtime._lock_and_load(instance.pk)
+    WorkflowInstance.objects.filter(pk=instance.pk).update(revision=loaded.revision + 1)  # someone else wrote
+    with pytest.raises(runtime.StaleInstance), transaction.atomic():
+        _finish_locked(loaded)
+    assert runtime._run_locks().get(key, 0) == 1
+    assert not _run_lock_free(key)
+    runtime._release_run_lock(instance.pk)
+    assert _run_lock_free(key)
+    for events in (PendingAuditEvent.objects, AuditEvent.objects):
+        assert not events.filter(resource_id=str(instance.pk), event_type="workflow.instance.finished").exists()
+
+
+def test_a_run_lock_taken_twice_is_not_handed_over_by_the_inner_change():
+    instance = started()
+    key = runtime._run_lock_key(instance.pk)
+    _, loaded = runtime._lock_and_load(instance.pk)
+    runtime._lock_and_load(instance.pk)  # re-entrant: an eager task running the instance inside its own run
+    with transaction.atomic():
+        _finish_locked(loaded)
+    assert runtime._run_locks().get(key, 0) == 2
+    assert not _run_lock_free(key)
+    runtime._release_run_lock(instance.pk)
+    runtime._release_run_lock(instance.pk)
+    assert _run_lock_free(key)
+
+
+def test_a_suspending_run_leaves_no_run_lock_behind():
+    instance = started(linear({"id": "wait", "type": "WaitForResume"}, {"id": "done", "type": "Finish"}))
+    with CaptureQueriesContext(connection) as queries:
+        runtime.run_instance(instance.pk)
+    assert WorkflowInstance.objects.get(pk=instance.pk).status == "Suspended"
+    assert not [sql for sql in _statements(queries) if sql.startswith("SELECT pg_advisory_unlock")]
+    assert _advisory_locks_of_my_session() == 0
