@@ -22,19 +22,21 @@ def _may_have_bookmarks(instance) -> bool:
 
 
 # Sent inside the engine's transaction: the invalidation and its audit events commit with the change.
-@receiver(instance_cancelled, dispatch_uid="bookmarks.invalidate_on_cancel")
+# `when`: for an instance whose version cannot have bookmarks, these receivers do nothing, and the
+# engine saves the change without a transaction (workflows.signals.LifecycleSignal).
+@receiver(instance_cancelled, dispatch_uid="bookmarks.invalidate_on_cancel", when=_may_have_bookmarks)
 def _invalidate_on_cancel(sender, instance, actor, **kwargs):
     if _may_have_bookmarks(instance):
         bookmarks_invalidate(instance=instance, reason="instance_cancelled", actor=actor)
 
 
-@receiver(instance_finished, dispatch_uid="bookmarks.invalidate_on_finish")
+@receiver(instance_finished, dispatch_uid="bookmarks.invalidate_on_finish", when=_may_have_bookmarks)
 def _invalidate_on_finish(sender, instance, actor, **kwargs):
     if _may_have_bookmarks(instance):
         bookmarks_invalidate(instance=instance, reason="instance_finished", actor=actor)
 
 
-@receiver(instance_faulted, dispatch_uid="bookmarks.invalidate_on_fault")
+@receiver(instance_faulted, dispatch_uid="bookmarks.invalidate_on_fault", when=_may_have_bookmarks)
 def _invalidate_on_fault(sender, instance, actor, **kwargs):
     if _may_have_bookmarks(instance):
         bookmarks_invalidate(instance=instance, reason="instance_faulted", actor=actor)

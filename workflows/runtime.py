@@ -133,6 +133,23 @@ def _status_event(instance: WorkflowInstance, target: str, *, actor: Actor, cont
     return _lifecycle_event(instance, _STATUS_EVENTS[target][0], actor=actor, context=context, metadata=metadata)
 
 
+def lifecycle_transaction(instance: WorkflowInstance, events: list):
+    """The transaction a lifecycle change is saved in: none when no receiver of its signals acts for the instance.
+
+    The change itself is one statement on PostgreSQL (save_state: the row, the execution record,
+    the audit events), atomic on its own; a transaction around it is needed only for receivers
+    that write with it (signals.LifecycleSignal), and costs two round trips (BEGIN, COMMIT).
+    """
+    if _on_postgresql() and all(_receivers_idle(instance, target) for target in events):
+        return nullcontext()
+    return transaction.atomic(savepoint=False)
+
+
+def _receivers_idle(instance: WorkflowInstance, target: str) -> bool:
+    signal = _STATUS_EVENTS[target][1]
+    return isinstance(signal, signals.LifecycleSignal) and not signal.acts_for(instance)
+
+
 def _send_status_signal(instance: WorkflowInstance, target: str, *, actor: Actor) -> None:
     signal = _STATUS_EVENTS[target][1]
     if signal is not None:
@@ -160,8 +177,10 @@ def save_and_emit(
 
     Inside the caller's transaction: on PostgreSQL the state write, the execution record and the
     events are one statement (save_state), and the listeners then see the row and its events
-    written and write in the same transaction. A status change is always saved durably. (A step
-    changes the status once at most; with several changes every event would precede the signals.)
+    written and write in the same transaction. (With no transaction, as lifecycle_transaction
+    leaves a change that no receiver acts for, the statement commits on its own first.) A status
+    change is always saved durably. (A step changes the status once at most; with several changes
+    every event would precede the signals.)
     """
     audited = [_status_event(instance, target, actor=actor, context=context) for target in events]
     save_state(instance, now, execution, durable=durable or bool(events), audit_events=audited)
@@ -668,7 +687,7 @@ def _step(instance_id, cached: WorkflowInstance | None) -> tuple[WorkflowInstanc
     if not state["tokens"]:
         events = settle(instance, now)
         if events:
-            with transaction.atomic():
+            with lifecycle_transaction(instance, events):
                 save_and_emit(instance, now, events, actor=ENGINE_ACTOR)
         return instance, False
     if instance.step_count >= settings.ELSA_WORKFLOW_MAX_STEPS:
@@ -819,7 +838,9 @@ def advance(instance: WorkflowInstance, graph: Graph, now: dt.datetime) -> None:
         if not events:
             save_state(instance, now, row, durable=False)
             return
-        with transaction.atomic(savepoint=False):  # the state and its audit event commit together
+        # The state, the record and the audit event are one statement; a transaction around it
+        # only for receivers of the lifecycle signal that write with it.
+        with lifecycle_transaction(instance, events):
             save_and_emit(instance, now, events, actor=ENGINE_ACTOR, execution=row)
     elif isinstance(result, Suspend):
         entry: dict[str, Any] = {
@@ -998,7 +1019,7 @@ def fault_locked(
     instance.fault_message = message
     instance.fault_activity_id = activity_id
     events = change_status(instance, InstanceStatus.FAULTED, now=now)
-    with transaction.atomic(savepoint=False):
+    with lifecycle_transaction(instance, events):
         save_and_emit(instance, now, events, actor=actor, execution=row, context={"activity_id": activity_id})
     logger.warning(
         "workflow instance faulted", extra={"workflow_instance_id": str(instance.pk), "activity_id": activity_id}

@@ -66,3 +66,32 @@ def test_finishing_a_workflow_that_can_wait_still_invalidates():
     with CaptureQueriesContext(connection) as queries:
         workflow_instance_cancel(instance=instance, actor=ACTOR)
     assert [q for q in queries.captured_queries if Bookmark._meta.db_table in q["sql"]]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_fault_invalidates_a_live_bookmark_in_the_transaction_of_the_fault():
+    # One branch waits (its bookmark is created), the other faults the instance: the version has a
+    # bookmarking activity, so the fault is saved in a transaction with the invalidation.
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    document = linear(
+        {"id": "fork", "type": "Fork"},
+        {"id": "wait", "type": "WaitForResume"},
+        {"id": "fail", "type": "Fault", "message": "'stop'"},
+        name="wait-or-fail",
+        connections=[{"source": "fork", "target": "wait"}, {"source": "fork", "target": "fail"}],
+    )
+    with CaptureQueriesContext(connection) as queries:
+        instance = run_in_process(start_instance(document))
+    assert instance.status == "Faulted"
+    [bookmark] = Bookmark.objects.filter(instance=instance)
+    assert bookmark.status == "invalidated"
+    [event] = chained_events().filter(event_type="bookmark.invalidated", resource_id=str(bookmark.pk))
+    assert event.context["reason"] == "instance_faulted"
+    statements = [q["sql"] for q in queries.captured_queries]
+    invalidation = next(i for i, sql in enumerate(statements) if "UPDATE bookmarks_bookmark SET status" in sql)
+    begin = max(i for i, sql in enumerate(statements[:invalidation]) if sql == "BEGIN")
+    commit = invalidation + statements[invalidation:].index("COMMIT")
+    # The fault's own statement (status, record, audit event) is in that transaction too.
+    assert any("UPDATE workflows_workflowinstance SET status = " in sql for sql in statements[begin:commit])

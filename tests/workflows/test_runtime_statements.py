@@ -227,12 +227,13 @@ def test_a_finishing_step_writes_state_record_and_event_in_one_statement():
     with CaptureQueriesContext(connection) as queries:
         runtime.run_instance(instance.pk)
     statements = _statements(queries)
-    # Four steps that change no status (one statement each, no transaction), the Finish step
-    # (BEGIN, its statement, COMMIT); the lock-and-load before them is sent outside Django's query
-    # log, and the finishing statement itself hands the run lock over to its transaction.
-    assert len(statements) == 7, statements
-    assert statements[4:] == ["BEGIN", statements[5], "COMMIT"]
-    finishing = statements[5]
+    # Four steps that change no status and the Finish step, one statement each and no transaction
+    # (no receiver of instance_finished acts for an instance that cannot have bookmarks); the
+    # lock-and-load before them is sent outside Django's query log, and the finishing statement
+    # itself hands the run lock over to its transaction.
+    assert len(statements) == 5, statements
+    assert "BEGIN" not in statements and "COMMIT" not in statements
+    finishing = statements[4]
     assert finishing.startswith("WITH upd AS (UPDATE workflows_workflowinstance SET status = ")
     assert "execution AS (INSERT INTO workflows_activityexecution " in finishing
     assert "INSERT INTO audit_pendingauditevent " in finishing
@@ -535,3 +536,50 @@ def test_a_step_updates_the_instance_row_in_place():
             assert cursor.fetchone() == (1, 1)
     finally:
         runtime._release_run_lock(instance.pk)
+
+
+@pytest.mark.parametrize("acts", [True, False])
+def test_a_receiver_that_acts_for_the_instance_is_given_the_transaction_of_the_change(acts):
+    instance = started(FINISH)
+    seen = []
+
+    def listener(sender, instance, actor, **kwargs):
+        with other_session() as other:  # committed already?
+            status = other.execute(
+                "SELECT status FROM workflows_workflowinstance WHERE id = %s", [instance.pk]
+            ).fetchone()[0]
+        seen.append((connection.in_atomic_block, status))
+
+    signals.instance_finished.connect(listener, when=lambda instance: acts)
+    try:
+        with CaptureQueriesContext(connection) as queries:
+            runtime.run_instance(instance.pk)
+    finally:
+        signals.instance_finished.disconnect(listener)
+    if acts:
+        # Inside the change's transaction, which the other session cannot see yet.
+        assert seen == [(True, "Running")]
+        assert "BEGIN" in _statements(queries)
+    else:
+        # Sent after the change committed on its own (the receiver has nothing to do).
+        assert seen == [(False, "Finished")]
+        assert "BEGIN" not in _statements(queries)
+    assert WorkflowInstance.objects.get(pk=instance.pk).status == "Finished"
+    assert _advisory_locks_of_my_session() == 0
+
+
+def test_a_lifecycle_signal_forgets_the_condition_of_a_disconnected_receiver():
+    signal = signals.LifecycleSignal()
+    instance = started(FINISH)
+    assert not signal.acts_for(instance)
+
+    def always(**kwargs):
+        pass
+
+    signal.connect(always)
+    assert signal.acts_for(instance)  # no condition: it acts for every instance
+    signal.disconnect(always)
+    signal.connect(always, dispatch_uid="conditional", when=lambda instance: instance.status == "Faulted")
+    assert not signal.acts_for(instance)
+    signal.disconnect(dispatch_uid="conditional")
+    assert not signal.acts_for(instance) and not signal.has_listeners()
