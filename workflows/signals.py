@@ -1,8 +1,10 @@
 """Lifecycle hooks of workflow instances, sent inside the transaction of the change (see LifecycleSignal)."""
 
+import weakref
 from collections.abc import Callable
 
 from django.dispatch import Signal
+from django.dispatch.dispatcher import _make_id
 
 
 class LifecycleSignal(Signal):
@@ -17,28 +19,31 @@ class LifecycleSignal(Signal):
 
     def __init__(self) -> None:
         super().__init__()
-        self._conditions: dict[object, Callable | None] = {}
-
-    @staticmethod
-    def _key(receiver, dispatch_uid) -> object:
-        if dispatch_uid:
-            return dispatch_uid
-        if hasattr(receiver, "__self__") and hasattr(receiver, "__func__"):
-            return (id(receiver.__self__), id(receiver.__func__))
-        return id(receiver)
+        # Django's lookup key of each receiver -> its condition (None: every instance).
+        self._conditions: dict[tuple, Callable | None] = {}
 
     def connect(self, receiver, sender=None, weak=True, dispatch_uid=None, when: Callable | None = None) -> None:
         super().connect(receiver, sender=sender, weak=weak, dispatch_uid=dispatch_uid)
-        self._conditions[self._key(receiver, dispatch_uid)] = when
+        self._conditions[_lookup_key(receiver, sender, dispatch_uid)] = when
 
     def disconnect(self, receiver=None, sender=None, dispatch_uid=None) -> bool:
-        self._conditions.pop(self._key(receiver, dispatch_uid), None)
+        self._conditions.pop(_lookup_key(receiver, sender, dispatch_uid), None)
         return super().disconnect(receiver, sender=sender, dispatch_uid=dispatch_uid)
 
     def acts_for(self, instance) -> bool:
-        """Whether a receiver may write for this instance (a receiver that was garbage-collected
-        without being disconnected still counts: the safe side)."""
-        return any(when is None or when(instance) for when in self._conditions.values())
+        """Whether a connected, live receiver may write for this instance."""
+        for lookup_key, reference, *_ in self.receivers:
+            if isinstance(reference, weakref.ReferenceType) and reference() is None:
+                continue  # a weakly connected receiver that was garbage-collected
+            when = self._conditions.get(lookup_key)
+            if when is None or when(instance):
+                return True
+        return False
+
+
+def _lookup_key(receiver, sender, dispatch_uid) -> tuple:
+    # The key Signal.connect files a receiver under (and Signal.receivers lists it by).
+    return (dispatch_uid or _make_id(receiver), _make_id(sender))
 
 
 # Every signal is sent with sender=WorkflowInstance and the keyword arguments instance=<the

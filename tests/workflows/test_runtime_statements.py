@@ -583,3 +583,25 @@ def test_a_lifecycle_signal_forgets_the_condition_of_a_disconnected_receiver():
     assert not signal.acts_for(instance)
     signal.disconnect(dispatch_uid="conditional")
     assert not signal.acts_for(instance) and not signal.has_listeners()
+
+
+def test_a_lifecycle_signal_ignores_a_receiver_that_was_garbage_collected():
+    import gc
+
+    signal = signals.LifecycleSignal()
+    instance = started(FINISH)
+    seen = []
+    signal.connect(seen.append)  # weakly: a new bound method, gone at once
+    gc.collect()
+    assert not signal.acts_for(instance)
+
+    class Listener:
+        def __call__(self, **kwargs):
+            pass
+
+    listener = Listener()
+    signal.connect(listener)
+    assert signal.acts_for(instance)
+    del listener
+    gc.collect()
+    assert not signal.acts_for(instance)
