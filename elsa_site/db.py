@@ -70,3 +70,13 @@ def _cursor(raw: Any) -> psycopg.Cursor:
     if cursor is None or cursor.closed:
         cursor = raw._elsa_bound_cursor = psycopg.Cursor(raw)
     return cursor
+
+
+def client_cursor(raw: Any) -> psycopg.ClientCursor:
+    """One client-binding cursor per psycopg connection, kept on it like _cursor's: for the few
+    statements that need the simple query protocol (several statements in one query). It binds
+    values as escaped literals (psycopg's quoting), never by string formatting."""
+    cursor = getattr(raw, "_elsa_client_cursor", None)
+    if cursor is None or cursor.closed:
+        cursor = raw._elsa_client_cursor = psycopg.ClientCursor(raw)
+    return cursor

@@ -10,7 +10,6 @@ from contextlib import nullcontext, suppress
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg
 from django.conf import settings
 from django.db import (
     DEFAULT_DB_ALIAS,
@@ -26,7 +25,7 @@ from django.utils import timezone
 from audit.actors import Actor
 from audit.services import audit_pending_execute, audit_pending_insert, audit_record
 from elsa_site.celery import app
-from elsa_site.db import execute_bound, parameter
+from elsa_site.db import client_cursor, execute_bound, parameter
 from workflows import signals
 from workflows.activities.base import (
     ActivityContext,
@@ -565,10 +564,10 @@ def _lock_and_load(instance_id) -> tuple[bool, WorkflowInstance | None]:
 
 def _lock_and_load_query(instance_id, params: list) -> tuple[bool, tuple | None]:
     try:
-        # ClientCursor: two statements in one query need the simple query protocol; it binds both
-        # values as escaped literals (psycopg's quoting), never by string formatting here.
+        # A client-binding cursor: two statements in one query need the simple query protocol.
         db = connections[DEFAULT_DB_ALIAS]
-        with db.wrap_database_errors, psycopg.ClientCursor(db.connection) as cursor:
+        with db.wrap_database_errors:
+            cursor = client_cursor(db.connection)
             cursor.execute(_PG_LOCK_AND_LOAD, params)
             row = cursor.fetchone()
             assert row is not None  # SELECT pg_try_advisory_lock(...) always returns one row

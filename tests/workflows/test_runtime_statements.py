@@ -605,3 +605,27 @@ def test_a_lifecycle_signal_ignores_a_receiver_that_was_garbage_collected():
     del listener
     gc.collect()
     assert not signal.acts_for(instance)
+
+
+def test_the_lock_and_load_query_reuses_one_client_cursor_per_connection(monkeypatch):
+    import elsa_site.db
+
+    built = []
+
+    class CountedClientCursor(psycopg.ClientCursor):
+        def __init__(self, *args, **kwargs):
+            built.append(self)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(elsa_site.db.psycopg, "ClientCursor", CountedClientCursor)
+    first, second = started(), started()
+    connection.close()
+    for instance in (first, second, first):
+        locked, loaded = runtime._lock_and_load(instance.pk)
+        assert locked and loaded is not None and loaded.pk == instance.pk
+        runtime._release_run_lock(instance.pk)
+    assert len(built) == 1  # building a cursor copies the connection's adapters
+    connection.close()
+    runtime._lock_and_load(first.pk)
+    runtime._release_run_lock(first.pk)
+    assert len(built) == 2  # a new connection, a cursor of its own
