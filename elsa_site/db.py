@@ -66,17 +66,19 @@ def _cursor(raw: Any) -> psycopg.Cursor:
     """One server-binding cursor per psycopg connection, kept on it: building a cursor copies the
     connection's adapters, every time. A Django connection belongs to one thread, and so does its
     cursor; a new connection (reconnect, fork) gets a cursor of its own."""
-    cursor = getattr(raw, "_elsa_bound_cursor", None)
-    if cursor is None or cursor.closed:
-        cursor = raw._elsa_bound_cursor = psycopg.Cursor(raw)
-    return cursor
+    return _kept_cursor(raw, "_elsa_bound_cursor", psycopg.Cursor)
 
 
 def client_cursor(raw: Any) -> psycopg.ClientCursor:
     """One client-binding cursor per psycopg connection, kept on it like _cursor's: for the few
     statements that need the simple query protocol (several statements in one query). It binds
     values as escaped literals (psycopg's quoting), never by string formatting."""
-    cursor = getattr(raw, "_elsa_client_cursor", None)
+    return _kept_cursor(raw, "_elsa_client_cursor", psycopg.ClientCursor)
+
+
+def _kept_cursor(raw: Any, attribute: str, cursor_class: type) -> Any:
+    cursor = getattr(raw, attribute, None)
     if cursor is None or cursor.closed:
-        cursor = raw._elsa_client_cursor = psycopg.ClientCursor(raw)
+        cursor = cursor_class(raw)
+        setattr(raw, attribute, cursor)
     return cursor

@@ -328,8 +328,11 @@ def save_state(
         if audit_events:
             # The events are inserted only if the update matched; the statement's row count is theirs.
             ctes = _PG_AUDITED_CTES[execution is not None]
-            locks, key = _run_locks(), _run_lock_key(instance.pk)
-            release = instance.status != InstanceStatus.RUNNING and locks.get(key) == 1
+            # Only a change that ends the run looks the run lock up (a resume, say, does not).
+            locks, key = (
+                ({}, 0) if instance.status == InstanceStatus.RUNNING else (_run_locks(), _run_lock_key(instance.pk))
+            )
+            release = locks.get(key) == 1
             if release:
                 ctes = f"{ctes}, {_PG_RELEASE_CTE}"
                 params.append(key)
