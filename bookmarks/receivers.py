@@ -3,7 +3,7 @@
 from django.dispatch import receiver
 
 from bookmarks.activities import WaitForResume
-from bookmarks.services import bookmarks_consume_resumed, bookmarks_invalidate
+from bookmarks.services import bookmarks_consume_resumed, bookmarks_invalidate, may_consume_resumed
 from workflows.runtime import graph_of
 from workflows.signals import instance_cancelled, instance_faulted, instance_finished, instance_resumed
 
@@ -42,7 +42,13 @@ def _invalidate_on_fault(sender, instance, actor, **kwargs):
         bookmarks_invalidate(instance=instance, reason="instance_faulted", actor=actor)
 
 
-@receiver(instance_resumed, dispatch_uid="bookmarks.consume_on_resume")
+def _may_consume(instance) -> bool:
+    # Nothing to burn for a version without bookmarks, nor while a bookmark resume drives the
+    # engine (it burns its own bookmark).
+    return _may_have_bookmarks(instance) and may_consume_resumed(instance)
+
+
+@receiver(instance_resumed, dispatch_uid="bookmarks.consume_on_resume", when=_may_consume)
 def _consume_on_resume(sender, instance, actor, activity_id=None, **kwargs):
-    if activity_id:
+    if activity_id and _may_consume(instance):
         bookmarks_consume_resumed(instance=instance, activity_id=activity_id, actor=actor)

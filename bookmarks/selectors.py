@@ -56,8 +56,8 @@ class _TokenLookup:
     converters: list[list[tuple]]
 
 
-# The instance columns the checks read: never variables, outputs or secrets.
-_INSTANCE_FIELDS = ("id", "definition", "status", "state")
+# The instance columns the checks and a fenced resume read: never variables, outputs or secrets.
+_INSTANCE_FIELDS = ("id", "definition", "definition_version", "status", "state", "revision")
 
 
 @functools.cache

@@ -35,8 +35,8 @@ from bookmarks.tokens import (
 )
 from elsa_site.errors import Conflict, DomainError, InvalidInput
 from workflows.models import WorkflowInstance
-from workflows.runtime import fault_locked
-from workflows.services import workflow_instance_resume
+from workflows.runtime import Fence, fault_locked
+from workflows.services import workflow_instance_resume, workflow_instance_resume_fenced
 
 RESOURCE = "bookmark"
 USER_AGENT_MAX = 256
@@ -322,9 +322,15 @@ def _invalidate_portable(*, instance: WorkflowInstance, reason: str, actor: Acto
     return count
 
 
+def may_consume_resumed(instance: WorkflowInstance) -> bool:
+    """Whether bookmarks_consume_resumed may write for a resume of `instance` now: not while a
+    bookmark resume drives the engine (that resume burns its own bookmark)."""
+    return _resuming_bookmark.get() is None
+
+
 def bookmarks_consume_resumed(*, instance: WorkflowInstance, activity_id: str, actor: Actor) -> int:
     """Burn auto-burn bookmarks of an activity the engine resumed some other way (nothing waits there now)."""
-    if _resuming_bookmark.get() is not None:
+    if not may_consume_resumed(instance):
         return 0
     return _consume_resumed(instance=instance, activity_id=activity_id, actor=actor)
 
@@ -458,7 +464,12 @@ def bookmark_resume(*, attempt: ResumeAttempt) -> ResumeResult:
             # a slow client never holds the bookmark lock. Parsing it is a later check.
             attempt.preload()
         try:
-            return _resume_locked(payload=payload, attempt=attempt, fp=fingerprint)
+            resumed = _resume_fenced(payload=payload, attempt=attempt, fp=fingerprint)
+            if resumed is None:
+                # SQLite, a listener that writes with the resume, or a race lost to another change:
+                # the same checks again, from a fresh read, in a transaction holding the row locks.
+                resumed = _resume_locked(payload=payload, attempt=attempt, fp=fingerprint)
+            return resumed
         except InputRejected as exc:
             # Counted in a transaction of its own: the resume's transaction rolled back.
             bookmark_record_failure(
@@ -552,6 +563,105 @@ def _burn_and_lock_instance(bookmark: Bookmark, fields: list[str], event: dict) 
     return WorkflowInstance.from_db(conn.alias, statement.instance_attnames, values)
 
 
+def _resume_change(bookmark: Bookmark, now: dt.datetime) -> list[str]:
+    """Count a resume of the bookmark in memory (and burn it if auto-burn); returns the fields written."""
+    fields = ["resume_count", "last_resumed_at"]
+    if bookmark.auto_burn:
+        bookmark.transition(BookmarkStatus.CONSUMED, at=now)
+        fields += ["status", "consumed_at"]
+    bookmark.resume_count += 1
+    bookmark.last_resumed_at = now
+    return fields
+
+
+def _resume_event(bookmark: Bookmark, attempt: ResumeAttempt, fp: str | None, payload: ResumeTokenPayload) -> dict:
+    """The audit event of a successful resume (audit_record's keyword arguments)."""
+    return {
+        "event_type": "bookmark.resume",
+        "action": "resume",
+        "result": "success",
+        "resource": (RESOURCE, str(bookmark.pk)),
+        "actor": Actor.anonymous(attempt.client_ip),
+        "context": {**_attempt_context(attempt, fp, payload), "reason": "resumed", "auto_burn": bookmark.auto_burn},
+    }
+
+
+@functools.cache
+def _fence_statement(alias: str, fields: tuple[str, ...]) -> tuple[str, str, list]:
+    """(before, after, fields written) of a fenced resume's runtime.Fence, built once per shape.
+
+    `live` locks the bookmark row (before the instance row, the lock order described at the top of
+    this module) if it is still what the lookup found it: active, not soft-blocked, unexpired, and
+    its token not revoked. `burn` writes the resume's fields only with the instance's change.
+    Only quoted identifiers from the models' metadata are formatted in; every value is bound.
+    """
+    qn = connections[alias].ops.quote_name
+    bookmark_meta, token_meta = Bookmark._meta, ResumeToken._meta
+    table, pk = qn(bookmark_meta.db_table), qn(bookmark_meta.pk.column)
+
+    def column(name: str) -> str:
+        return qn(bookmark_meta.get_field(name).column)
+
+    written = [bookmark_meta.get_field(name) for name in fields]
+    before = (
+        f"live AS (SELECT b.{pk} FROM {table} b WHERE b.{pk} = %s AND b.{column('status')} = %s"  # noqa: S608
+        f" AND b.{column('soft_blocked_at')} IS NULL AND b.{column('expires_at')} > %s"
+        f" AND NOT EXISTS (SELECT FROM {qn(token_meta.db_table)} t WHERE t.{qn(token_meta.pk.column)} = %s"
+        f" AND t.{qn(token_meta.get_field('revoked_at').column)} IS NOT NULL) FOR UPDATE)"
+    )
+    assignments = ", ".join(f"{qn(field.column)} = %s" for field in written)
+    after = f"burn AS (UPDATE {table} SET {assignments} WHERE {pk} = %s AND EXISTS (SELECT FROM upd))"  # noqa: S608
+    return before, after, written
+
+
+def _resume_fenced(*, payload: ResumeTokenPayload, attempt: ResumeAttempt, fp: str | None) -> ResumeResult | None:
+    """The resume without a transaction (PostgreSQL): read, check, then one fenced statement.
+
+    The lookup takes no lock; the statement locks the bookmark if it is still live, saves the
+    instance's change if its revision is still the one read, burns the bookmark and records both
+    audit events, or does none of it. Two round trips where _resume_locked takes five. Of N
+    concurrent resumes of one bookmark, the first statement burns it; every other one finds it
+    consumed (after waiting for that lock) and writes nothing, then _resume_locked refuses it.
+    None when nothing was written: the caller falls back to _resume_locked.
+    """
+    conn = connections[DEFAULT_DB_ALIAS]
+    if conn.vendor != "postgresql" or conn.in_atomic_block:
+        return None
+    bookmark = bookmark_for_token(payload)
+    instance = bookmark.instance
+    data = attempt.read_input()
+    input_validate(bookmark.input_schema, data)
+    if bookmark.activity_id not in (instance.state or {}).get("waiting", {}):
+        raise Conflict("The workflow is not waiting at this step right now; retry later.", code="not_waiting")
+    now = timezone.now()
+    fields = _resume_change(bookmark, now)
+    before, after, written = _fence_statement(conn.alias, tuple(fields))
+    fence = Fence(
+        check="live",
+        before=before,
+        before_params=[bookmark.pk, str(BookmarkStatus.ACTIVE), now, uuid.UUID(payload.token_id)],
+        after=after,
+        after_params=[
+            *(field.get_db_prep_save(getattr(bookmark, field.attname), conn) for field in written),
+            bookmark.pk,
+        ],
+        events=[_resume_event(bookmark, attempt, fp, payload)],
+    )
+    resuming = _resuming_bookmark.set(str(bookmark.pk))
+    try:
+        resumed = workflow_instance_resume_fenced(
+            instance=instance,
+            activity_id=bookmark.activity_id,
+            outcome="Done",
+            output=data,
+            actor=Actor.anonymous(attempt.client_ip),
+            fence=fence,
+        )
+    finally:
+        _resuming_bookmark.reset(resuming)
+    return None if resumed is None else ResumeResult(bookmark=bookmark, instance=resumed)
+
+
 @transaction.atomic
 def _resume_locked(*, payload: ResumeTokenPayload, attempt: ResumeAttempt, fp: str | None) -> ResumeResult:
     # The bookmark row lock is what makes a bookmark single-use: of N concurrent resumes, each waits
@@ -571,23 +681,10 @@ def _resume_locked(*, payload: ResumeTokenPayload, attempt: ResumeAttempt, fp: s
     if bookmark.activity_id not in (peek.state or {}).get("waiting", {}):
         # A non-burning bookmark whose workflow has not come back to wait here yet.
         raise Conflict("The workflow is not waiting at this step right now; retry later.", code="not_waiting")
-    now = timezone.now()
-    fields = ["resume_count", "last_resumed_at"]
-    if bookmark.auto_burn:
-        bookmark.transition(BookmarkStatus.CONSUMED, at=now)
-        fields += ["status", "consumed_at"]
-    bookmark.resume_count += 1
-    bookmark.last_resumed_at = now
+    fields = _resume_change(bookmark, timezone.now())
     actor = Actor.anonymous(attempt.client_ip)
     # Recorded with the burn: the transaction commits it only if the engine's resume below succeeds.
-    event = {
-        "event_type": "bookmark.resume",
-        "action": "resume",
-        "result": "success",
-        "resource": (RESOURCE, str(bookmark.pk)),
-        "actor": actor,
-        "context": {**_attempt_context(attempt, fp, payload), "reason": "resumed", "auto_burn": bookmark.auto_burn},
-    }
+    event = _resume_event(bookmark, attempt, fp, payload)
     # Every check passed: only now is the instance row (the engine's per-step lock) taken.
     instance = _burn_and_lock_instance(bookmark, fields, event)
     if instance is None:

@@ -139,7 +139,7 @@ def lifecycle_transaction(instance: WorkflowInstance, events: list):
     the audit events), atomic on its own; a transaction around it is needed only for receivers
     that write with it (signals.LifecycleSignal), and costs two round trips (BEGIN, COMMIT).
     """
-    if _on_postgresql() and all(_receivers_idle(instance, target) for target in events):
+    if on_postgresql() and all(_receivers_idle(instance, target) for target in events):
         return nullcontext()
     return transaction.atomic(savepoint=False)
 
@@ -281,7 +281,7 @@ def _execute_raw(sql: str, params: list) -> int:
 
 
 @functools.cache
-def _on_postgresql() -> bool:
+def on_postgresql() -> bool:
     # Asked several times per step; the default database's backend is fixed by the settings for
     # the life of the process, and each `connections[...]` lookup is a thread-local (asgiref) one.
     return connections[DEFAULT_DB_ALIAS].vendor == "postgresql"
@@ -315,7 +315,7 @@ def save_state(
     instance.revision += 1
     instance.updated_at = now
     instance.next_timer_at = next_timer(instance.state)
-    if _on_postgresql():
+    if on_postgresql():
         # Only a Running instance steps without a lifecycle change; anything else is a bug that
         # must not silently leave a status unwritten.
         if not durable and (instance.status != InstanceStatus.RUNNING or audit_events):
@@ -436,17 +436,90 @@ def enqueue_timer(instance_id, activity_id: str, entry: dict) -> None:
 # --- Resuming a waiting activity (bookmarks, timers) ----------------------------------------
 
 
-def resume_locked(instance: WorkflowInstance, *, activity_id: str, outcome: str, output: Any, actor: Actor) -> None:
-    """Queue the completion of a waiting activity; the caller holds the row lock and saves."""
-    now = timezone.now()
+def _resume_change(instance: WorkflowInstance, activity_id: str, outcome: str, output: Any, now: dt.datetime) -> list:
+    """Queue the completion of a waiting activity in memory; returns the status events to record."""
     instance.state.setdefault("waiting", {}).pop(activity_id)
     instance.state.setdefault("tokens", []).append({"a": activity_id, "resume": {"outcome": outcome, "output": output}})
-    events = change_status(instance, InstanceStatus.RUNNING, now=now) if instance.status != "Running" else []
-    save_and_emit(instance, now, events, actor=actor, context={"activity_id": activity_id})
+    return change_status(instance, InstanceStatus.RUNNING, now=now) if instance.status != "Running" else []
+
+
+def _resumed(instance: WorkflowInstance, *, activity_id: str, outcome: str, actor: Actor) -> None:
     signals.instance_resumed.send(
         sender=WorkflowInstance, instance=instance, actor=actor, activity_id=activity_id, outcome=outcome
     )
     enqueue_run(instance.pk)
+
+
+def resume_locked(instance: WorkflowInstance, *, activity_id: str, outcome: str, output: Any, actor: Actor) -> None:
+    """Queue the completion of a waiting activity; the caller holds the row lock and saves."""
+    now = timezone.now()
+    events = _resume_change(instance, activity_id, outcome, output, now)
+    save_and_emit(instance, now, events, actor=actor, context={"activity_id": activity_id})
+    _resumed(instance, activity_id=activity_id, outcome=outcome, actor=actor)
+
+
+@dataclass(frozen=True)
+class Fence:
+    """A caller's conditions and writes around a fenced resume (resume_fenced): parts of its one statement.
+
+    ``before``: CTEs (``name AS (...)``, comma-separated) that run first; the change applies only
+    if the one named ``check`` returns a row. What it checks it should lock (SELECT ... FOR UPDATE):
+    the lock is then held until the statement commits, and taken before the instance's row lock.
+    ``after``: CTEs that write only with the change (each selects FROM ``upd``, the instance's
+    UPDATE ... RETURNING id). ``events``: the caller's audit events (audit_record's keyword
+    arguments), recorded before the instance's own and only with the change.
+
+    Every value is a parameter; keep each text fixed per shape, so that it is prepared once per
+    connection.
+    """
+
+    check: str
+    before: str
+    before_params: Sequence[Any]
+    after: str
+    after_params: Sequence[Any]
+    events: Sequence[Mapping[str, Any]]
+
+
+# What a resume changes: the waiting set and the token queue (state), the status (Suspended to
+# Running, at most), and the row's bookkeeping. Built from constant column names; values bound.
+_RESUME_COLUMNS = ("status", "state", "revision", "updated_at", "next_timer_at")
+_PG_RESUME_UPDATE = _pg_update(True, ", ".join(f"{c} = {parameter(WorkflowInstance, c)}" for c in _RESUME_COLUMNS))
+
+
+def resume_fenced(
+    instance: WorkflowInstance, *, activity_id: str, outcome: str, output: Any, actor: Actor, fence: Fence
+) -> bool:
+    """resume_locked for an instance read without a lock, outside a transaction (PostgreSQL).
+
+    One statement: the caller's fence, the instance's UPDATE (fenced by the revision read and by
+    the fence's check), the caller's writes, and the audit events, atomic on its own: two round
+    trips (BEGIN, COMMIT) and the locking read fewer than resume_locked in a transaction. False
+    when the instance moved on since it was read or the fence's check failed: nothing was written,
+    and `instance` holds the change that was not applied (read it again). Signals and the
+    continuation follow the commit; the caller makes sure that no receiver of instance_resumed
+    writes (signals.LifecycleSignal.acts_for).
+    """
+    if not on_postgresql():
+        raise RuntimeError("resume_fenced needs PostgreSQL; use resume_locked in a transaction")
+    now = timezone.now()
+    events = _resume_change(instance, activity_id, outcome, output, now)
+    expected = instance.revision
+    instance.revision = expected + 1
+    instance.updated_at = now
+    instance.next_timer_at = next_timer(instance.state)
+    context = {"activity_id": activity_id}
+    audited = [*fence.events, *(_status_event(instance, target, actor=actor, context=context) for target in events)]
+    insert, event_params = audit_pending_insert(audited, after="upd")
+    update = f"upd AS ({_PG_RESUME_UPDATE} AND EXISTS (SELECT FROM {fence.check}) RETURNING id)"
+    sql = _with_events(", ".join(part for part in (fence.before, update, fence.after) if part), insert)
+    params = [*fence.before_params]
+    params += [json.dumps(instance.state) if c == "state" else getattr(instance, c) for c in _RESUME_COLUMNS]
+    params += [instance.pk, expected, *fence.after_params, *event_params]
+    if audit_pending_execute(sql, params)[0] != len(audited):
+        return False
+    _resumed(instance, activity_id=activity_id, outcome=outcome, actor=actor)
+    return True
 
 
 # --- Running steps ---------------------------------------------------------------------------
@@ -523,7 +596,7 @@ def _instance_from_row(row: tuple) -> WorkflowInstance:
 
 def _load_instance(instance_id) -> WorkflowInstance | None:
     """Read the instance again (after a stale write): one prepared statement on PostgreSQL."""
-    if not _on_postgresql():
+    if not on_postgresql():
         return WorkflowInstance.objects.filter(pk=instance_id).first()
     _, row = execute_bound(_PG_LOAD, [uuid.UUID(str(instance_id))], prepare=True)
     return None if row is None else _instance_from_row(row)
@@ -537,7 +610,7 @@ def _lock_and_load(instance_id) -> tuple[bool, WorkflowInstance | None]:
     SQLite needs none: every transaction there begins IMMEDIATE and holds the database's single
     write lock, so steps are serialized anyway (and the revision fence below still applies).
     """
-    if not _on_postgresql():
+    if not on_postgresql():
         return True, WorkflowInstance.objects.filter(pk=instance_id).first()
     key = _run_lock_key(instance_id)
     params = [key, uuid.UUID(str(instance_id))]
@@ -588,7 +661,7 @@ def _lock_and_load_query(instance_id, params: list) -> tuple[bool, tuple | None]
 
 def _release_run_lock(instance_id) -> None:
     """Release the run lock taken by _lock_and_load, unless the change that ended the run already handed it over."""
-    if not _on_postgresql():
+    if not on_postgresql():
         return
     locks, key = _run_locks(), _run_lock_key(instance_id)
     held = locks.get(key, 0)
@@ -618,7 +691,7 @@ _PG_HAS_RUNNABLE_WORK = (
 
 
 def _has_runnable_work(instance_id) -> bool:
-    if _on_postgresql():
+    if on_postgresql():
         _, row = execute_bound(
             _PG_HAS_RUNNABLE_WORK, [InstanceStatus.RUNNING, uuid.UUID(str(instance_id))], prepare=True
         )
@@ -965,7 +1038,7 @@ _PG_COMPLETE_SUSPENDED = (
 
 def _complete_suspended(instance, activity_id: str, status: str, finished_at, fields: dict) -> bool:
     """Complete the activity's latest Suspended record; False when it has none."""
-    if not _on_postgresql():
+    if not on_postgresql():
         ids = list(
             ActivityExecution.objects.filter(
                 instance=instance, activity_id=activity_id, status=ActivityExecution.Status.SUSPENDED

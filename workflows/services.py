@@ -8,7 +8,7 @@ from django.utils import timezone
 from audit.actors import Actor
 from audit.services import audit_record
 from elsa_site.errors import Conflict, InvalidInput, NotFound
-from workflows import runtime
+from workflows import runtime, signals
 from workflows.activities.base import UnknownActivityType, get_activity
 from workflows.models import (
     MASK,
@@ -249,19 +249,50 @@ def workflow_instance_resume(
     with transaction.atomic(savepoint=not locked):
         if not locked:
             instance = _locked_instance(instance)
-        if not instance.is_live:
-            raise Conflict(f"A {instance.status} workflow instance cannot be resumed.", code="illegal_transition")
-        if activity_id not in instance.state.get("waiting", {}):
-            raise Conflict("That activity is not waiting.", code="not_waiting")
-        node = runtime.graph_of(instance.definition_version_id).nodes.get(activity_id, {})
-        try:
-            allowed = get_activity(node.get("type", "")).node_outcomes(node)
-        except UnknownActivityType:
-            allowed = ()
-        if outcome not in allowed:
-            raise InvalidInput("The activity has no such outcome.", code="invalid_outcome")
+        _check_resumable(instance, activity_id, outcome)
         runtime.resume_locked(instance, activity_id=activity_id, outcome=outcome, output=output, actor=actor)
     return instance
+
+
+def workflow_instance_resume_fenced(
+    *,
+    instance: WorkflowInstance,
+    activity_id: str,
+    outcome: str = "Done",
+    output: Any = None,
+    actor: Actor,
+    fence: runtime.Fence,
+) -> WorkflowInstance | None:
+    """workflow_instance_resume for an instance read without a lock, saved as one fenced statement.
+
+    For a caller with conditions of its own (a bookmark still live, say): `fence` adds them, and
+    the caller's writes and audit events, to the statement (runtime.Fence). The same checks and
+    refusals as workflow_instance_resume. None when the change was not made: the instance or the
+    fence's check moved on since they were read, a receiver of instance_resumed would write (it
+    must get a transaction), or the database is not PostgreSQL. The caller then resumes with
+    workflow_instance_resume in a transaction, from a fresh read.
+    """
+    if not runtime.on_postgresql() or signals.instance_resumed.acts_for(instance):
+        return None
+    _check_resumable(instance, activity_id, outcome)
+    applied = runtime.resume_fenced(
+        instance, activity_id=activity_id, outcome=outcome, output=output, actor=actor, fence=fence
+    )
+    return instance if applied else None
+
+
+def _check_resumable(instance: WorkflowInstance, activity_id: str, outcome: str) -> None:
+    if not instance.is_live:
+        raise Conflict(f"A {instance.status} workflow instance cannot be resumed.", code="illegal_transition")
+    if activity_id not in instance.state.get("waiting", {}):
+        raise Conflict("That activity is not waiting.", code="not_waiting")
+    node = runtime.graph_of(instance.definition_version_id).nodes.get(activity_id, {})
+    try:
+        allowed = get_activity(node.get("type", "")).node_outcomes(node)
+    except UnknownActivityType:
+        allowed = ()
+    if outcome not in allowed:
+        raise InvalidInput("The activity has no such outcome.", code="invalid_outcome")
 
 
 @transaction.atomic

@@ -55,8 +55,10 @@ def _lookup_key(receiver, sender, dispatch_uid) -> tuple:
 # it is sent for every activity that suspends (also while other branches keep the instance
 # Running), so a listener can create its bookmark right away.
 instance_suspended = Signal()
-# instance_resumed carries activity_id and outcome of the resumed activity.
-instance_resumed = Signal()
+# instance_resumed carries activity_id and outcome of the resumed activity. A LifecycleSignal: a
+# fenced resume (services.workflow_instance_resume_fenced, one statement without a transaction) is
+# only made when no receiver acts for the instance, and then sends it after the statement committed.
+instance_resumed = LifecycleSignal()
 # Cancelled, finished and faulted are terminal: listeners invalidate bookmarks and timers. They
 # are LifecycleSignals: a change that no receiver acts for is saved without a transaction (one
 # statement), and its signal is sent after that statement committed.

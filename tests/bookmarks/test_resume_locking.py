@@ -1,4 +1,4 @@
-"""How a resume takes its locks: the bookmark first, the instance once and last, and a cancel racing it."""
+"""How a resume takes its locks: one fenced statement, changes racing it, and the locked path."""
 
 import json
 import threading
@@ -60,12 +60,103 @@ def resumed_with_statements(client):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_resume_locks_the_instance_once_and_takes_no_savepoint(client, private_queue):
+def test_a_resume_is_a_lookup_and_one_fenced_statement_without_a_transaction(client, private_queue):
     _instance, bookmark, _issued, statements = resumed_with_statements(client)
-    # The token lookup joins the instance but locks only the bookmark (FOR UPDATE OF b).
-    instance_locks = [sql for sql in statements if "workflows_workflowinstance" in sql and sql.endswith("FOR UPDATE")]
-    assert len(instance_locks) == 1, statements
-    assert not [sql for sql in statements if "SAVEPOINT" in sql], statements
+    assert len(statements) == 2, statements
+    lookup, write = statements
+    # The token lookup joins the instance and locks nothing: the write is fenced instead.
+    assert lookup.startswith("SELECT") and "FOR UPDATE" not in lookup, lookup
+    # The write locks the bookmark if it is still live, then changes the instance if its revision
+    # is still the one read, burns the bookmark and records the events: all of it or none.
+    assert write.startswith('WITH live AS (SELECT b."id" FROM "bookmarks_bookmark" b'), write
+    assert "FOR UPDATE), upd AS (UPDATE workflows_workflowinstance" in write, write
+    assert 'burn AS (UPDATE "bookmarks_bookmark"' in write and "INSERT INTO audit_pendingauditevent" in write
+    assert not [sql for sql in statements if "SAVEPOINT" in sql or sql == "BEGIN"], statements
+    bookmark.refresh_from_db()
+    assert bookmark.status == "consumed" and bookmark.resume_count == 1
+
+
+def _between_lookup_and_write(monkeypatch, change):
+    """Run `change` (SQL, committed by another session) after the resume's lookup, before its write."""
+    import bookmarks.services
+
+    validate = bookmarks.services.input_validate
+    calls = []
+
+    def validate_then_change(schema, data):
+        validate(schema, data)
+        if not calls:  # only on the first (fenced) pass, not again on the fallback's
+            calls.append(schema)
+            with other_session(autocommit=True) as other:
+                change(other)
+
+    monkeypatch.setattr(bookmarks.services, "input_validate", validate_then_change)
+    return calls
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_token_revoked_between_the_lookup_and_the_write_resumes_nothing(monkeypatch, private_queue):
+    instance, bookmark = suspended()
+    issued = token_for(bookmark)
+    calls = _between_lookup_and_write(
+        monkeypatch,
+        lambda other: other.execute(
+            "UPDATE bookmarks_resumetoken SET revoked_at = now() WHERE id = %s", [issued.record.pk]
+        ),
+    )
+    response = resume(Client(), issued.token)
+    assert calls and response.status_code == 404, response.content
+    bookmark.refresh_from_db()
+    assert bookmark.status == "active" and bookmark.resume_count == 0
+    assert WorkflowInstance.objects.get(pk=instance.pk).status == "Suspended"
+    events = chained_events().filter(resource_id__in=[str(bookmark.pk), str(instance.pk)])
+    attempt = events.get(event_type="bookmark.resume")
+    assert attempt.result == "failure" and attempt.context["reason"] == "token_revoked"
+    assert not events.filter(event_type="workflow.instance.resumed").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_resume_whose_instance_moved_on_after_the_lookup_is_made_once_from_a_fresh_read(monkeypatch, private_queue):
+    instance, bookmark = suspended()
+    issued = token_for(bookmark)
+    # Another change of the instance (a step of another branch, say) commits in between: the fenced
+    # write finds another revision and writes nothing; the locked path then resumes it once.
+    calls = _between_lookup_and_write(
+        monkeypatch,
+        lambda other: other.execute(
+            "UPDATE workflows_workflowinstance SET revision = revision + 1 WHERE id = %s", [instance.pk]
+        ),
+    )
+    response = resume(Client(), issued.token)
+    assert calls and response.status_code == 200, response.content
+    bookmark.refresh_from_db()
+    assert bookmark.status == "consumed" and bookmark.resume_count == 1
+    resumed = WorkflowInstance.objects.get(pk=instance.pk)
+    assert resumed.status == "Running" and resumed.revision == instance.revision + 2
+    assert "approve" not in resumed.state["waiting"] and len(resumed.state["tokens"]) == 1
+    events = chained_events().filter(resource_id__in=[str(bookmark.pk), str(instance.pk)])
+    assert events.filter(event_type="bookmark.resume", result="success").count() == 1
+    assert events.filter(event_type="workflow.instance.resumed").count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_listener_that_writes_with_a_resume_gets_the_resumes_transaction(client, private_queue):
+    from workflows.signals import instance_resumed
+
+    seen = []
+
+    def listener(sender, instance, actor, **kwargs):
+        seen.append(connection.in_atomic_block)
+
+    instance_resumed.connect(listener)  # no `when`: it acts for every instance
+    try:
+        _instance, bookmark, _issued, statements = resumed_with_statements(client)
+    finally:
+        instance_resumed.disconnect(listener)
+    assert seen == [True]
+    # The locked path: the bookmark, then the instance, each locked FOR UPDATE in one transaction.
+    assert not [sql for sql in statements if sql.startswith("WITH live AS")], statements
+    assert [sql for sql in statements if sql.startswith("WITH burn AS") and sql.endswith("FOR UPDATE")]
     bookmark.refresh_from_db()
     assert bookmark.status == "consumed" and bookmark.resume_count == 1
 
@@ -121,15 +212,14 @@ def test_a_cancel_committed_while_a_resume_waits_for_the_instance_makes_it_404_a
 def test_a_resume_records_its_event_with_the_burn_and_the_instance_event_with_the_state(client, private_queue):
     instance, bookmark, issued, statements = resumed_with_statements(client)
     audited = [sql for sql in statements if "audit_pendingauditevent" in sql]
-    # No audit insert of its own: one rides on the bookmark's burn, one on the instance's state write.
-    assert len(audited) == 2, audited
-    burn, state = audited
-    assert burn.startswith("WITH burn AS (UPDATE") and burn.endswith("FOR UPDATE"), burn
-    assert "UPDATE workflows_workflowinstance" in state, state
+    # No audit insert of its own: both events ride on the statement that burns and resumes.
+    assert len(audited) == 1, audited
+    assert "UPDATE workflows_workflowinstance" in audited[0] and 'burn AS (UPDATE "bookmarks_bookmark"' in audited[0]
     resources = [str(bookmark.pk), str(instance.pk)]
-    events = chained_events().filter(resource_id__in=resources, action__in=["resume", "resumed"])
+    events = chained_events().filter(resource_id__in=resources, action__in=["resume", "resumed"]).order_by("id")
+    # The bookmark's event first, then the instance's, as the locked path records them.
+    assert [event.event_type for event in events] == ["bookmark.resume", "workflow.instance.resumed"]
     by_type = {event.event_type: event for event in events}
-    assert set(by_type) == {"bookmark.resume", "workflow.instance.resumed"}
     resumed = by_type["bookmark.resume"]
     assert resumed.result == "success" and resumed.actor_type == "anonymous"
     assert resumed.context["reason"] == "resumed" and resumed.context["auto_burn"] is True

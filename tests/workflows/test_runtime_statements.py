@@ -14,13 +14,19 @@ from audit.chain import EVENT_COLUMNS
 from audit.models import AuditEvent, PendingAuditEvent
 from audit.services import audit_record
 from audit.verification import verify_chain
+from elsa_site.errors import Conflict, InvalidInput
 from tests.audit_log import chained_events
 from tests.conftest import wait_until
 from tests.db_sessions import other_session, sessions_blocked_by_me
 from tests.workflows.factories import ACTOR, five_step_document, linear, published
 from workflows import runtime, signals
 from workflows.models import ActivityExecution, WorkflowInstance
-from workflows.services import workflow_definition_execute, workflow_instance_cancel, workflow_instance_resume
+from workflows.services import (
+    workflow_definition_execute,
+    workflow_instance_cancel,
+    workflow_instance_resume,
+    workflow_instance_resume_fenced,
+)
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -629,3 +635,88 @@ def test_the_lock_and_load_query_reuses_one_client_cursor_per_connection(monkeyp
     runtime._lock_and_load(first.pk)
     runtime._release_run_lock(first.pk)
     assert len(built) == 2  # a new connection, a cursor of its own
+
+
+def _fence(passes: bool) -> runtime.Fence:
+    """A caller's fence whose check passes or not, with nothing of its own to write."""
+    return runtime.Fence(
+        check="ok", before="ok AS (SELECT WHERE %s)", before_params=[passes], after="", after_params=[], events=[]
+    )
+
+
+def _waiting_at_delay() -> WorkflowInstance:
+    instance = started()
+    runtime.run_instance(instance.pk)
+    instance = WorkflowInstance.objects.get(pk=instance.pk)
+    assert instance.status == "Suspended" and "wait" in instance.state["waiting"]
+    _queued_run_ids()  # empty the queue
+    return instance
+
+
+def _resumed_events(instance) -> int:
+    return chained_events().filter(event_type="workflow.instance.resumed", resource_id=str(instance.pk)).count()
+
+
+def test_a_fenced_resume_is_one_statement_and_its_run_is_enqueued_after_it():
+    instance = _waiting_at_delay()
+    with CaptureQueriesContext(connection) as queries:
+        resumed = workflow_instance_resume_fenced(
+            instance=instance, activity_id="wait", output={"n": 1}, actor=ACTOR, fence=_fence(True)
+        )
+    assert resumed is instance
+    statements = _statements(queries)
+    assert len(statements) == 1 and statements[0].startswith("WITH ok AS (SELECT WHERE %s), upd AS (UPDATE"), statements
+    saved = WorkflowInstance.objects.get(pk=instance.pk)
+    assert (saved.status, saved.revision) == ("Running", instance.revision)
+    assert "wait" not in saved.state["waiting"] and saved.next_timer_at is None
+    assert saved.state["tokens"] == [{"a": "wait", "resume": {"outcome": "Done", "output": {"n": 1}}}]
+    assert _resumed_events(instance) == 1
+    assert _queued_run_ids() == [str(instance.pk)]
+    runtime.run_instance(instance.pk)
+    assert WorkflowInstance.objects.get(pk=instance.pk).status == "Finished"
+
+
+@pytest.mark.parametrize("moved", ["check", "revision"])
+def test_a_fenced_resume_that_finds_its_fence_or_the_instance_moved_on_writes_nothing(moved):
+    instance = _waiting_at_delay()
+    before = WorkflowInstance.objects.get(pk=instance.pk)
+    if moved == "revision":
+        with other_session(autocommit=True) as other:  # another change committed after the read
+            other.execute("UPDATE workflows_workflowinstance SET revision = revision + 1 WHERE id = %s", [instance.pk])
+    resumed = workflow_instance_resume_fenced(
+        instance=instance, activity_id="wait", actor=ACTOR, fence=_fence(moved != "check")
+    )
+    assert resumed is None
+    after = WorkflowInstance.objects.get(pk=instance.pk)
+    assert (after.status, after.state) == ("Suspended", before.state)
+    assert after.revision == before.revision + (moved == "revision")
+    assert _resumed_events(instance) == 0 and _queued_run_ids() == []
+
+
+def test_a_fenced_resume_is_left_to_the_transaction_when_a_listener_writes():
+    instance = _waiting_at_delay()
+
+    def listener(**kwargs):
+        pass
+
+    signals.instance_resumed.connect(listener)  # no condition: it acts for every instance
+    try:
+        with CaptureQueriesContext(connection) as queries:
+            resumed = workflow_instance_resume_fenced(
+                instance=instance, activity_id="wait", actor=ACTOR, fence=_fence(True)
+            )
+    finally:
+        signals.instance_resumed.disconnect(listener)
+    assert resumed is None and _statements(queries) == []
+    assert WorkflowInstance.objects.get(pk=instance.pk).status == "Suspended"
+
+
+def test_a_fenced_resume_refuses_what_the_locked_one_refuses():
+    instance = _waiting_at_delay()
+    with pytest.raises(Conflict, match="not waiting"):
+        workflow_instance_resume_fenced(instance=instance, activity_id="done", actor=ACTOR, fence=_fence(True))
+    with pytest.raises(InvalidInput, match="no such outcome"):
+        workflow_instance_resume_fenced(
+            instance=instance, activity_id="wait", outcome="Nope", actor=ACTOR, fence=_fence(True)
+        )
+    assert WorkflowInstance.objects.get(pk=instance.pk).status == "Suspended"
