@@ -76,8 +76,8 @@ def test_a_resume_is_a_lookup_and_one_fenced_statement_without_a_transaction(cli
     assert bookmark.status == "consumed" and bookmark.resume_count == 1
 
 
-def _between_lookup_and_write(monkeypatch, change):
-    """Run `change` (SQL, committed by another session) after the resume's lookup, before its write."""
+def _between_lookup_and_write(monkeypatch, sql: str, params: list):
+    """Commit `sql` in another session after the resume's lookup, before its write."""
     import bookmarks.services
 
     validate = bookmarks.services.input_validate
@@ -88,7 +88,7 @@ def _between_lookup_and_write(monkeypatch, change):
         if not calls:  # only on the first (fenced) pass, not again on the fallback's
             calls.append(schema)
             with other_session(autocommit=True) as other:
-                change(other)
+                other.execute(sql, params)
 
     monkeypatch.setattr(bookmarks.services, "input_validate", validate_then_change)
     return calls
@@ -98,12 +98,8 @@ def _between_lookup_and_write(monkeypatch, change):
 def test_a_token_revoked_between_the_lookup_and_the_write_resumes_nothing(monkeypatch, private_queue):
     instance, bookmark = suspended()
     issued = token_for(bookmark)
-    calls = _between_lookup_and_write(
-        monkeypatch,
-        lambda other: other.execute(
-            "UPDATE bookmarks_resumetoken SET revoked_at = now() WHERE id = %s", [issued.record.pk]
-        ),
-    )
+    revoke = "UPDATE bookmarks_resumetoken SET revoked_at = now() WHERE id = %s"
+    calls = _between_lookup_and_write(monkeypatch, revoke, [issued.record.pk])
     response = resume(Client(), issued.token)
     assert calls and response.status_code == 404, response.content
     bookmark.refresh_from_db()
@@ -121,12 +117,8 @@ def test_a_resume_whose_instance_moved_on_after_the_lookup_is_made_once_from_a_f
     issued = token_for(bookmark)
     # Another change of the instance (a step of another branch, say) commits in between: the fenced
     # write finds another revision and writes nothing; the locked path then resumes it once.
-    calls = _between_lookup_and_write(
-        monkeypatch,
-        lambda other: other.execute(
-            "UPDATE workflows_workflowinstance SET revision = revision + 1 WHERE id = %s", [instance.pk]
-        ),
-    )
+    step = "UPDATE workflows_workflowinstance SET revision = revision + 1 WHERE id = %s"
+    calls = _between_lookup_and_write(monkeypatch, step, [instance.pk])
     response = resume(Client(), issued.token)
     assert calls and response.status_code == 200, response.content
     bookmark.refresh_from_db()
