@@ -46,7 +46,8 @@ _resuming_bookmark: ContextVar[str | None] = ContextVar("bookmarks_resuming", de
 
 
 # Lock order. A resume, an expiry or a token issue locks the bookmark row first and the instance row
-# only when it really changes the instance. The engine's side (cancel, finish, fault, resume hooks)
+# only when it really changes the instance (a fenced resume's one statement does the same: its
+# `live` CTE locks the bookmark before its UPDATE of the instance). The engine's side (cancel, finish, fault, resume hooks)
 # holds the instance and takes bookmark locks with SKIP LOCKED, so the two orders can never deadlock.
 # The instance row is also the engine's per-step lock, taken by run tasks with SKIP LOCKED: a
 # refused attempt must not hold it, or a continuation arriving at that moment would be skipped.
@@ -446,8 +447,8 @@ def bookmark_resume(*, attempt: ResumeAttempt) -> ResumeResult:
     """Resume the bookmark a token names, after every check of the contract, in the contract's order.
 
     Token (400 malformed or foreign, 401 expired) -> token id denylist (404) -> soft block (429) ->
-    bookmark live (404) -> input (415, 413, 400). Every attempt is audited, successes in the resume's
-    own transaction, refusals in a transaction of their own.
+    bookmark live (404) -> input (415, 413, 400). Every attempt is audited, successes with the
+    resume's own write, refusals in a transaction of their own.
     """
     payload: ResumeTokenPayload | None = None
     fingerprint = resume_token_fingerprint(attempt.token) if attempt.token else None
