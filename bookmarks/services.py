@@ -47,8 +47,9 @@ _resuming_bookmark: ContextVar[str | None] = ContextVar("bookmarks_resuming", de
 
 # Lock order. A resume, an expiry or a token issue locks the bookmark row first and the instance row
 # only when it really changes the instance (a fenced resume's one statement does the same: its
-# `live` CTE locks the bookmark before its UPDATE of the instance). The engine's side (cancel, finish, fault, resume hooks)
-# holds the instance and takes bookmark locks with SKIP LOCKED, so the two orders can never deadlock.
+# `live` CTE locks the bookmark before its UPDATE of the instance). The engine's side (cancel,
+# finish, fault, resume hooks) holds the instance and takes bookmark locks with SKIP LOCKED, so
+# the two orders can never deadlock.
 # The instance row is also the engine's per-step lock, taken by run tasks with SKIP LOCKED: a
 # refused attempt must not hold it, or a continuation arriving at that moment would be skipped.
 
