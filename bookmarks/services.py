@@ -565,6 +565,17 @@ def _burn_and_lock_instance(bookmark: Bookmark, fields: list[str], event: dict) 
     return WorkflowInstance.from_db(conn.alias, statement.instance_attnames, values)
 
 
+def _checked_input(bookmark: Bookmark, instance: WorkflowInstance, attempt: ResumeAttempt) -> dict:
+    """The attempt's input, read and validated against the bookmark's schema (InputRejected); then
+    409 unless the instance (as read) waits at the bookmark's activity."""
+    data = attempt.read_input()
+    input_validate(bookmark.input_schema, data)
+    if bookmark.activity_id not in (instance.state or {}).get("waiting", {}):
+        # A non-burning bookmark whose workflow has not come back to wait here yet.
+        raise Conflict("The workflow is not waiting at this step right now; retry later.", code="not_waiting")
+    return data
+
+
 def _resume_change(bookmark: Bookmark, now: dt.datetime) -> list[str]:
     """Count a resume of the bookmark in memory (and burn it if auto-burn); returns the fields written."""
     fields = ["resume_count", "last_resumed_at"]
@@ -631,10 +642,7 @@ def _resume_fenced(*, payload: ResumeTokenPayload, attempt: ResumeAttempt, fp: s
         return None
     bookmark = bookmark_for_token(payload)
     instance = bookmark.instance
-    data = attempt.read_input()
-    input_validate(bookmark.input_schema, data)
-    if bookmark.activity_id not in (instance.state or {}).get("waiting", {}):
-        raise Conflict("The workflow is not waiting at this step right now; retry later.", code="not_waiting")
+    data = _checked_input(bookmark, instance, attempt)
     now = timezone.now()
     fields = _resume_change(bookmark, now)
     before, after, written = _fence_statement(conn.alias, tuple(fields))
@@ -678,11 +686,7 @@ def _resume_locked(*, payload: ResumeTokenPayload, attempt: ResumeAttempt, fp: s
         if peek is None:
             raise gone("bookmark_missing")
         bookmark_check_live(bookmark, payload, peek)
-    data = attempt.read_input()
-    input_validate(bookmark.input_schema, data)
-    if bookmark.activity_id not in (peek.state or {}).get("waiting", {}):
-        # A non-burning bookmark whose workflow has not come back to wait here yet.
-        raise Conflict("The workflow is not waiting at this step right now; retry later.", code="not_waiting")
+    data = _checked_input(bookmark, peek, attempt)
     fields = _resume_change(bookmark, timezone.now())
     actor = Actor.anonymous(attempt.client_ip)
     # Recorded with the burn: the transaction commits it only if the engine's resume below succeeds.
