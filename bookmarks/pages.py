@@ -45,8 +45,11 @@ def _page(request, *, status: int = 200, title: str, message: str = "", details=
     )
     response = HttpResponse(html, status=status, content_type="text/html; charset=utf-8")
     response["Content-Security-Policy"] = _csp(nonce)
-    # The URL holds the token: never sent onwards as a Referer, never cached, never indexed.
-    response["Referrer-Policy"] = "no-referrer"
+    # The URL holds the token. same-origin: browsers send the Referer (and a real Origin) only back
+    # to us, which Django's CSRF check needs on the form's POST (under no-referrer a browser sends
+    # `Origin: null` and no Referer, and the POST is refused); the page loads nothing from
+    # elsewhere (CSP default-src 'none') and links nowhere, so the token never leaves the origin.
+    response["Referrer-Policy"] = "same-origin"
     response["X-Robots-Tag"] = "noindex, nofollow"
     return response
 
