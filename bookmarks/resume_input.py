@@ -56,23 +56,66 @@ def _parse_object(raw: str | bytes, *, where: str) -> dict:
     return value
 
 
-def input_from_body(request) -> dict:
-    """The `input` object of a POST body `{"input": {...}}`; an empty body means no input."""
-    declared = request.META.get("CONTENT_LENGTH") or "0"
-    if declared.isdigit() and int(declared) > _max_bytes():
-        raise InputTooLarge("The request body is over 1 MiB.")
-    try:
-        body = request.body
-    except RequestDataTooBig as exc:
-        raise InputTooLarge("The request body is over 1 MiB.") from exc
+def _is_json(request) -> bool:
+    content_type = request.META.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower()
+    return content_type == "application/json" or (
+        content_type.startswith("application/") and content_type.endswith("+json")
+    )
+
+
+def _declared_length(request) -> int | None:
+    declared = request.META.get("CONTENT_LENGTH") or ""
+    return int(declared) if declared.isdigit() else None
+
+
+def _is_chunked(request) -> bool:
+    # gunicorn hands a `Transfer-Encoding: chunked` body over without CONTENT_LENGTH, and Django's
+    # request then reads 0 bytes of it (its stream stops at the declared length): read the WSGI
+    # stream ourselves, or the body would silently count as empty.
+    return _declared_length(request) is None and bool(request.META.get("HTTP_TRANSFER_ENCODING"))
+
+
+def _stream_read(request) -> bytes:
+    """A chunked body, read from the WSGI stream at most one byte past the limit (kept for a second call)."""
+    cached = getattr(request, "elsa_streamed_body", None)
+    if cached is None:
+        stream, limit = request.environ["wsgi.input"], _max_bytes() + 1
+        chunks, size = [], 0
+        while size < limit:
+            chunk = stream.read(limit - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        cached = request.elsa_streamed_body = b"".join(chunks)
+    return cached
+
+
+def _raw_body(request) -> bytes:
+    """The body, at most 1 MiB (InputTooLarge beyond), from a Content-Length or a chunked request."""
+    if _is_chunked(request):
+        body = _stream_read(request)
+    else:
+        declared = _declared_length(request) or 0
+        if declared > _max_bytes():
+            raise InputTooLarge("The request body is over 1 MiB.")
+        try:
+            body = request.body
+        except RequestDataTooBig as exc:
+            raise InputTooLarge("The request body is over 1 MiB.") from exc
     if len(body) > _max_bytes():
         raise InputTooLarge("The request body is over 1 MiB.")
+    return body
+
+
+def input_from_body(request) -> dict:
+    """The `input` object of a POST body `{"input": {...}}`; an empty body means no input."""
+    if not _is_chunked(request) and not _declared_length(request):
+        return {}
+    body = _raw_body(request)
     if not body.strip():
         return {}
-    content_type = request.META.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower()
-    if content_type != "application/json" and not (
-        content_type.startswith("application/") and content_type.endswith("+json")
-    ):
+    if not _is_json(request):
         raise InputNotJson("The request body must be application/json.")
     document = _parse_object(body, where="request body")
     if not isinstance(document, dict):
@@ -86,9 +129,12 @@ def input_from_body(request) -> dict:
 
 
 def body_preload(request) -> None:
-    """Read a body of at most 1 MiB into memory (Django caches it); parse nothing, refuse nothing."""
-    declared = request.META.get("CONTENT_LENGTH") or "0"
-    if declared.isdigit() and 0 < int(declared) <= _max_bytes():
+    """Read a body of at most 1 MiB into memory (cached for input_from_body); parse nothing, refuse nothing."""
+    if _is_chunked(request):
+        _stream_read(request)
+        return
+    declared = _declared_length(request) or 0
+    if 0 < declared <= _max_bytes():
         request.body  # noqa: B018 - the read is the point: HttpRequest.body caches it
 
 

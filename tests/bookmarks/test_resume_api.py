@@ -1,8 +1,13 @@
 """The resume endpoint through HTTP: every status of the contract, in the contract's order of checks."""
 
+import http.client
+import io
 import json
+import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
@@ -23,7 +28,10 @@ from tests.bookmarks.factories import (
     suspended,
     token_for,
 )
+from tests.conftest import wait_until, worker_environment
+from tests.elsa_site.test_gunicorn_logs import answers, free_port
 from tests.workflows.factories import ACTOR
+from workflows import runtime
 from workflows.encryption import encrypt
 from workflows.models import WorkflowInstance
 from workflows.services import workflow_instance_cancel
@@ -31,6 +39,7 @@ from workflows.services import workflow_instance_cancel
 pytestmark = pytest.mark.django_db
 
 RESUME = "/elsa/api/bookmarks/resume"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def post(client, token, body=None, *, raw=None, content_type="application/json", **extra):
@@ -250,6 +259,77 @@ def test_body_over_one_mib_is_413(client):
     assert response.json()["error"]["code"] == "payload_too_large"
     bookmark.refresh_from_db()
     assert bookmark.status == "active"
+
+
+def chunked(client, token, data: bytes, content_type="application/json"):
+    """A POST as gunicorn hands over a `Transfer-Encoding: chunked` request: no CONTENT_LENGTH, the
+    de-chunked body on wsgi.input (a stream read to its end)."""
+    return client.request(
+        REQUEST_METHOD="POST",
+        PATH_INFO=RESUME,
+        QUERY_STRING=f"t={quote(token, safe='')}",
+        CONTENT_TYPE=content_type,
+        HTTP_TRANSFER_ENCODING="chunked",
+        **{"wsgi.input": io.BytesIO(data)},
+    )
+
+
+def test_a_chunked_body_is_read_not_taken_as_empty(client):
+    instance, bookmark = suspended()
+    response = chunked(client, token_for(bookmark).token, json.dumps({"input": {"approved": False}}).encode())
+    assert response.status_code == 200, response.content
+    assert run_in_process(instance).outputs["approve"] == {"approved": False}
+
+
+def test_a_chunked_body_over_one_mib_is_413(client):
+    instance, bookmark = suspended()
+    data = json.dumps({"input": {"approved": False}}).encode() + b" " * (2 * 1024 * 1024)
+    response = chunked(client, token_for(bookmark).token, data)
+    assert response.status_code == 413
+    assert last_resume_event().context["reason"] == "input_too_large"
+    bookmark.refresh_from_db()
+    assert bookmark.status == "active" and bookmark.failure_count == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_chunked_bodies_through_gunicorn_are_read_and_limited():
+    instance_ok = start_instance(approval_document())
+    instance_big = start_instance(approval_document())
+    for instance in (instance_ok, instance_big):
+        runtime.run_instance(instance.pk)
+    ok_token = token_for(Bookmark.objects.get(instance=instance_ok)).token
+    big_token = token_for(Bookmark.objects.get(instance=instance_big)).token
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", "elsa_site/gunicorn.conf.py", "elsa_site.wsgi"],
+        cwd=ROOT,
+        env=worker_environment(PORT=str(port), ELSA_WEB_CONCURRENCY="1"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def send_chunked(token: str, chunks: list[bytes]) -> int:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            # An iterable body without Content-Length: http.client sends it chunked.
+            connection.request(
+                "POST", f"{RESUME}?t={token}", body=iter(chunks), headers={"Content-Type": "application/json"}
+            )
+            return connection.getresponse().status
+        finally:
+            connection.close()
+
+    try:
+        wait_until(lambda: answers(port), timeout=30, message="gunicorn to listen")
+        assert send_chunked(ok_token, [b'{"input": ', b'{"approved": false}}']) == 200
+        assert send_chunked(big_token, [b'{"input": {"approved": false}}'] + [b" " * 65536] * 17) == 413
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    assert run_in_process(instance_ok).outputs["approve"] == {"approved": False}
+    assert Bookmark.objects.get(instance=instance_big).status == "active"
 
 
 def test_invalid_json_is_400_without_echoing_the_input(client):
