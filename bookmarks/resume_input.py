@@ -109,14 +109,18 @@ def _raw_body(request) -> bytes:
 
 
 def input_from_body(request) -> dict:
-    """The `input` object of a POST body `{"input": {...}}`; an empty body means no input."""
+    """The `input` object of a POST body `{"input": {...}}`; an empty body means no input.
+
+    Checked in the contract's order: the content type (415, before any byte is read), the size
+    (413), then the JSON (400).
+    """
     if not _is_chunked(request) and not _declared_length(request):
-        return {}
-    body = _raw_body(request)
-    if not body.strip():
         return {}
     if not _is_json(request):
         raise InputNotJson("The request body must be application/json.")
+    body = _raw_body(request)
+    if not body.strip():
+        return {}
     document = _parse_object(body, where="request body")
     if not isinstance(document, dict):
         raise InputMalformed('The request body must be a JSON object like {"input": {...}}.')
@@ -131,7 +135,8 @@ def input_from_body(request) -> dict:
 def body_preload(request) -> None:
     """Read a body of at most 1 MiB into memory (cached for input_from_body); parse nothing, refuse nothing."""
     if _is_chunked(request):
-        _stream_read(request)
+        if _is_json(request):  # otherwise refused with 415 unread
+            _stream_read(request)
         return
     declared = _declared_length(request) or 0
     if 0 < declared <= _max_bytes():

@@ -251,6 +251,13 @@ def test_non_json_body_is_415(client):
     assert last_resume_event().context["reason"] == "input_not_json"
 
 
+def test_a_non_json_body_over_one_mib_is_415_the_content_type_being_checked_first(client):
+    instance, bookmark = suspended()
+    response = post(client, token_for(bookmark).token, raw="x" * (1024 * 1024 + 10), content_type="text/plain")
+    assert response.status_code == 415
+    assert last_resume_event().context["reason"] == "input_not_json"
+
+
 def test_body_over_one_mib_is_413(client):
     instance, bookmark = suspended()
     big = json.dumps({"input": {"blob": "x" * (1024 * 1024)}})
