@@ -325,7 +325,8 @@ def _audit_call(executor, *, endpoint, method, status, duration_ms, attempt, bre
 
 
 # Not @transaction.atomic: no transaction (or row lock) of ours is held while the partner answers;
-# each audit event gets its own atomic block (a savepoint inside the engine's step transaction).
+# each audit event gets its own atomic block, which commits at once (HttpRequest runs outside the
+# engine's step transaction): a call that happened stays audited even if its step rolls back.
 def executor_call(
     *,
     executor: Executor,

@@ -1,4 +1,4 @@
-"""HttpRequest's definition-time validation."""
+"""HttpRequest: definition-time validation, and the audit of its calls when a step is run."""
 
 import pytest
 
@@ -43,3 +43,35 @@ def test_definitions_with_http_request_compile_their_expressions():
     node = {"id": "c", "type": "HttpRequest", "executor": "x", "endpoint": "y", "body": "{'a': "}
     with pytest.raises(InvalidInput):
         workflow_definition_create(document={"name": "w", "activities": [node], "connections": []}, actor=ACTOR)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_audit_event_of_a_call_survives_a_step_whose_save_goes_stale(make_executor):
+    from django.db import connections
+    from django.db.models import F
+
+    from tests.audit_log import chained_events
+    from tests.bookmarks.factories import run_in_process, start_instance
+    from tests.workflows.executors.servers import serve
+    from tests.workflows.factories import linear
+    from workflows.models import WorkflowInstance
+
+    calls = []
+
+    def partner(recorded):
+        calls.append(recorded.path)
+        if len(calls) == 1:
+            # Another change of the instance commits while the partner answers (a resume of another
+            # branch, a timer): the step's fenced save then finds a newer revision and rolls back.
+            WorkflowInstance.objects.update(revision=F("revision") + 1)
+            connections.close_all()
+        return 200, {}, {"charged": True}
+
+    with serve(partner) as server:
+        executor = make_executor(server.url, name="payments")
+        node = {"id": "charge", "type": "HttpRequest", "executor": executor.name, "endpoint": "analyze"}
+        instance = run_in_process(start_instance(linear(node, name="charge")))
+    assert instance.status == "Finished", instance.fault_message
+    # Every call that reached the partner keeps its audit event, whatever became of the step.
+    assert calls
+    assert chained_events().filter(event_type="executor.call", action="call").count() == len(calls)
