@@ -155,6 +155,8 @@ def clean_executor_data(data: dict, current: Executor | None) -> dict:
         if public.get("issuer"):
             require_secure_scheme(public["issuer"])
         values.update(auth_type=auth_type, auth_config=public, auth_secrets_encrypted=encrypt_secrets(secrets))
+    if current is not None:
+        _refuse_kept_secrets_for_a_new_destination(data, values, current)
     if "tls" in data or current is None:
         values.update(_clean_tls(data.get("tls"), current))
     if "enabled" in data:
@@ -162,6 +164,30 @@ def clean_executor_data(data: dict, current: Executor | None) -> dict:
             raise InvalidInput("enabled must be true or false.")
         values["enabled"] = data["enabled"]
     return values
+
+
+def _refuse_kept_secrets_for_a_new_destination(data: dict, values: dict, current: Executor) -> None:
+    """400 when a stored secret would go, unseen by the caller, to another origin or identity provider.
+
+    Write-only credentials: someone who never saw a secret must not be able to send it elsewhere by
+    changing only where it goes (base_url's origin, the OIDC issuer whose token endpoint receives
+    the client secret). Such a change has to come with the secrets entered again.
+    """
+    if values.get("auth_type", current.auth_type) != current.auth_type:
+        return  # a new type keeps no stored secret
+    new_origin = "base_url" in values and parse_base_url(values["base_url"]) != parse_base_url(current.base_url)
+    new_issuer = "auth_config" in values and values["auth_config"].get("issuer") != current.auth_config.get("issuer")
+    if not (new_origin or new_issuer):
+        return
+    config = (data.get("authentication") or {}).get("config") or {}
+    entered = {name for name, value in config.items() if isinstance(value, str) and value and not is_masked(value)}
+    kept = sorted(name for name in _readable_secrets(current) if name not in entered)
+    if kept:
+        where = "base_url points to another origin" if new_origin else "the issuer changed"
+        raise InvalidInput(
+            f"{where}: enter the stored credentials again ({', '.join(kept)}); they are not sent to a new destination.",
+            details={"authentication.config": kept},
+        )
 
 
 def _readable_secrets(executor: Executor) -> dict:

@@ -73,6 +73,25 @@ def test_saving_a_new_secret_replaces_it(admin_client, make_executor):
     assert executor_secrets(executor) == {"token": "a-brand-new-token-value"}
 
 
+def test_moving_to_another_origin_with_the_masked_secret_is_refused(admin_client, make_executor):
+    executor = make_executor(
+        "https://partner.example.com", authentication={"type": "bearer", "config": {"token": SECRET}}
+    )
+    data = form_data(executor, base_url="https://elsewhere.example.net")
+    response = admin_client.post(f"/admin/executors/executor/{executor.pk}/change/", data)
+    assert response.status_code == 200
+    assert "enter the stored credentials again (token)" in response.content.decode()
+    executor.refresh_from_db()
+    assert executor.base_url == "https://partner.example.com"
+    data = form_data(
+        executor, base_url="https://elsewhere.example.net", credentials='{"token": "re-entered-token-0001"}'
+    )
+    assert admin_client.post(f"/admin/executors/executor/{executor.pk}/change/", data).status_code == 302
+    executor.refresh_from_db()
+    assert executor.base_url == "https://elsewhere.example.net"
+    assert executor_secrets(executor) == {"token": "re-entered-token-0001"}
+
+
 def test_admin_refuses_what_the_api_refuses(admin_client, make_executor):
     executor = make_executor("https://partner.example.com")
     data = form_data(

@@ -93,6 +93,60 @@ def test_patch_replaces_a_secret_and_audits_field_names_only(api_client):
     assert "sk_live" not in json.dumps([event.context, event.metadata])
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"base_url": "https://elsewhere.example.net/api"},
+        {"base_url": "https://fraud.example.com:8443/api"},
+        {
+            "base_url": "https://elsewhere.example.net",
+            "authentication": {"type": "api_key", "config": {"key": "****WXYZ"}},
+        },
+    ],
+)
+def test_moving_the_executor_to_another_origin_without_entering_the_secrets_again_is_refused(api_client, change):
+    # Write-only: a caller who never saw the key may not redirect it to a host of their choosing.
+    executor_id = create(api_client).json()["id"]
+    response = api_client.patch(f"{URL}/{executor_id}", change, format="json", **principal_headers("write:executors"))
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["details"] == {"authentication.config": ["key"]}
+    assert "enter the stored credentials again (key)" in error["message"]
+    assert SECRET not in response.content.decode()
+    assert Executor.objects.get(pk=executor_id).base_url == "https://fraud.example.com/api"
+
+
+def test_moving_the_executor_to_another_origin_with_the_secrets_entered_again_is_accepted(api_client):
+    executor_id = create(api_client).json()["id"]
+    headers = principal_headers("write:executors")
+    same_origin = {"base_url": "https://fraud.example.com/v2"}
+    same_origin = api_client.patch(f"{URL}/{executor_id}", same_origin, format="json", **headers)
+    assert same_origin.status_code == 200, same_origin.content
+    change = {
+        "base_url": "https://elsewhere.example.net",
+        "authentication": {"type": "api_key", "config": {"key": "sk_live_re-entered_value_0000"}},
+    }
+    assert api_client.patch(f"{URL}/{executor_id}", change, format="json", **headers).status_code == 200
+    executor = Executor.objects.get(pk=executor_id)
+    assert executor.base_url == "https://elsewhere.example.net"
+    assert executor_secrets(executor) == {"key": "sk_live_re-entered_value_0000"}
+
+
+def test_changing_the_oidc_issuer_without_entering_the_client_secret_again_is_refused(api_client):
+    oidc = {"issuer": "https://login.example.com", "client_id": "elsa", "client_secret": "oidc-secret-0123456789"}
+    executor_id = create(api_client, authentication={"type": "oidc_client_credentials", "config": oidc}).json()["id"]
+    headers = principal_headers("write:executors")
+    moved = {**oidc, "issuer": "https://idp.elsewhere.example.net", "client_secret": "****6789"}
+    change = {"authentication": {"type": "oidc_client_credentials", "config": moved}}
+    response = api_client.patch(f"{URL}/{executor_id}", change, format="json", **headers)
+    assert response.status_code == 400
+    assert response.json()["error"]["details"] == {"authentication.config": ["client_secret"]}
+    assert Executor.objects.get(pk=executor_id).auth_config["issuer"] == "https://login.example.com"
+    moved["client_secret"] = "oidc-secret-for-the-new-idp"
+    response = api_client.patch(f"{URL}/{executor_id}", change, format="json", **headers)
+    assert response.status_code == 200, response.content
+
+
 def test_create_and_delete_are_audited(api_client):
     executor_id = create(api_client).json()["id"]
     response = api_client.delete(f"{URL}/{executor_id}", **principal_headers("delete:executors"))
