@@ -1,5 +1,6 @@
 """Serializers of the bookmarks API: bookmarks and token ids out (never a token), token requests in."""
 
+from django.conf import settings
 from rest_framework import serializers
 
 from bookmarks.models import Bookmark, ResumeToken
@@ -55,6 +56,14 @@ class BookmarkListOut(serializers.Serializer):
 class TokenIssueIn(serializers.Serializer):
     ttl_seconds = serializers.IntegerField(required=False, min_value=1)
     expires_at = serializers.DateTimeField(required=False)
+
+    def validate_ttl_seconds(self, value):
+        # The setting is read when used (tests override it), so not a max_value fixed at import.
+        if value > settings.ELSA_BOOKMARK_MAX_TTL_SECONDS:
+            raise serializers.ValidationError(
+                f"Ensure this value is less than or equal to {settings.ELSA_BOOKMARK_MAX_TTL_SECONDS}."
+            )
+        return value
 
     def validate(self, attrs):
         if "ttl_seconds" in attrs and "expires_at" in attrs:

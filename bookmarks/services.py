@@ -92,6 +92,9 @@ def bookmark_lifetime(*, ttl_seconds: int | None = None, expires_at: dt.datetime
         ttl = settings.ELSA_BOOKMARK_DEFAULT_TTL_SECONDS if ttl_seconds is None else ttl_seconds
         if not isinstance(ttl, int) or isinstance(ttl, bool) or ttl <= 0:
             raise InvalidInput("ttl_seconds must be a positive integer.")
+        if ttl > settings.ELSA_BOOKMARK_MAX_TTL_SECONDS:
+            # Before the timedelta: a huge ttl would overflow it (a 500) instead of being refused.
+            raise InvalidInput(f"A bookmark lives at most {settings.ELSA_BOOKMARK_MAX_TTL_SECONDS} seconds.")
         expires_at = now + dt.timedelta(seconds=ttl)
     if timezone.is_naive(expires_at):
         raise InvalidInput("expires_at must include a time zone.")

@@ -89,6 +89,24 @@ def test_minting_refuses_bad_lifetimes_and_inactive_bookmarks(api_client):
     assert api_client.post(tokens_url(bookmark), {}, format="json", **headers).status_code == 409
 
 
+@pytest.mark.parametrize("ttl_seconds", [2592001, 10**12, 10**20])
+def test_minting_with_a_ttl_beyond_the_maximum_is_400_never_an_overflow(api_client, ttl_seconds):
+    instance, bookmark = suspended()
+    api_client.raise_request_exception = False
+    headers = principal_headers("issue:bookmark-tokens")
+    response = api_client.post(tokens_url(bookmark), {"ttl_seconds": ttl_seconds}, format="json", **headers)
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["code"] == "invalid"
+
+
+def test_the_lifetime_service_refuses_a_ttl_beyond_the_maximum_before_building_it():
+    from bookmarks.services import bookmark_lifetime
+    from elsa_site.errors import InvalidInput
+
+    with pytest.raises(InvalidInput):
+        bookmark_lifetime(ttl_seconds=10**20)
+
+
 def test_minting_needs_issue_bookmark_tokens(api_client):
     instance, bookmark = suspended()
     assert api_client.post(tokens_url(bookmark), {}, format="json").status_code == 401
