@@ -146,7 +146,7 @@ def _token_row(token_id: str, *, lock: bool) -> tuple[str, object, Bookmark] | N
 def bookmark_for_token(payload: ResumeTokenPayload, *, lock: bool = False) -> Bookmark:
     """The live bookmark an authentic, unexpired token names, checked in the contract's order.
 
-    Token id denylist (404) -> soft block (429) -> bookmark live (404). One query fetches the token
+    Token id denylist (404) -> bookmark live (404) -> soft block (429). One query fetches the token
     row, its bookmark and the instance's status and run state. With lock=True (the resume, inside
     its transaction) the bookmark row is locked FOR UPDATE, and only that row: the instance row is
     the engine's per-step lock, which a refused attempt must never hold. Without it (the approval
@@ -158,12 +158,14 @@ def bookmark_for_token(payload: ResumeTokenPayload, *, lock: bool = False) -> Bo
     _bookmark_id, revoked_at, bookmark = found
     if revoked_at is not None:
         raise gone("token_revoked")
+    # Liveness before the soft block: a bookmark that is revoked, consumed, expired or whose
+    # instance stopped is gone (404), whether or not it was blocked before that.
+    bookmark_check_live(bookmark, payload, bookmark.instance)
     if bookmark.soft_blocked:
         raise refused(
             SoftBlocked("This resume link is blocked after repeated failures; ask an operator to clear it."),
             "soft_blocked",
         )
-    bookmark_check_live(bookmark, payload, bookmark.instance)
     return bookmark
 
 

@@ -450,8 +450,8 @@ def resume_attempt_audit_failure(
 def bookmark_resume(*, attempt: ResumeAttempt) -> ResumeResult:
     """Resume the bookmark a token names, after every check of the contract, in the contract's order.
 
-    Token (400 malformed or foreign, 401 expired) -> token id denylist (404) -> soft block (429) ->
-    bookmark live (404) -> input (415, 413, 400). Every attempt is audited, successes with the
+    Token (400 malformed or foreign, 401 expired) -> token id denylist (404) -> bookmark live (404)
+    -> soft block (429) -> input (415, 413, 400). Every attempt is audited, successes with the
     resume's own write, refusals in a transaction of their own.
     """
     payload: ResumeTokenPayload | None = None

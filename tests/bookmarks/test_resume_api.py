@@ -450,6 +450,25 @@ def test_repeated_bad_input_soft_blocks_the_token_until_cleared(client, settings
     assert post(client, issued.token, {"approved": True}).status_code == 200
 
 
+@pytest.mark.parametrize("end", ["revoke", "cancel"])
+def test_a_soft_blocked_bookmark_that_ended_answers_404_not_429(client, settings, end):
+    from bookmarks.services import bookmark_record_failure
+
+    instance, bookmark = suspended()
+    issued = token_for(bookmark)
+    for _ in range(settings.ELSA_RESUME_MAX_FAILURES):
+        bookmark_record_failure(bookmark_id=bookmark.pk, reason="input_malformed", token_fingerprint="", actor=OPERATOR)
+    assert post(client, issued.token).status_code == 429
+    if end == "revoke":
+        bookmark_revoke(bookmark=bookmark, actor=OPERATOR)
+    else:
+        workflow_instance_cancel(instance=instance, actor=ACTOR)
+    response = post(client, issued.token)
+    assert response.status_code == 404, response.content
+    assert response.json()["error"]["code"] == "bookmark_gone"
+    assert last_resume_event().context["reason"] in ("bookmark_revoked", "bookmark_invalidated")
+
+
 # --- auto_burn false -----------------------------------------------------------------------------------
 
 

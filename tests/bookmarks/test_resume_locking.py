@@ -8,8 +8,10 @@ import pytest
 from django.db import connection, connections, transaction
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from bookmarks.models import Bookmark
+from bookmarks.services import bookmark_revoke
 from tests.audit_log import chained_events
 from tests.bookmarks.factories import suspended, token_for
 from tests.conftest import wait_until
@@ -109,6 +111,27 @@ def test_a_token_revoked_between_the_lookup_and_the_write_resumes_nothing(monkey
     attempt = events.get(event_type="bookmark.resume")
     assert attempt.result == "failure" and attempt.context["reason"] == "token_revoked"
     assert not events.filter(event_type="workflow.instance.resumed").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_bookmark_soft_blocked_and_revoked_answers_404_on_the_fenced_path_and_its_fallback(
+    monkeypatch, private_queue
+):
+    instance, bookmark = suspended()
+    issued = token_for(bookmark)
+    Bookmark.objects.filter(pk=bookmark.pk).update(soft_blocked_at=timezone.now(), failure_count=3)
+    bookmark_revoke(bookmark=bookmark, actor=ACTOR)
+    response = resume(Client(), issued.token)  # refused by the fenced path's own lookup
+    assert response.status_code == 404, response.content
+    # Blocked and revoked after the lookup: the fenced statement writes nothing, the locked fallback refuses.
+    _, other = suspended()
+    other_token = token_for(other)
+    end = "UPDATE bookmarks_bookmark SET soft_blocked_at = now(), status = 'revoked', revoked_at = now() WHERE id = %s"
+    calls = _between_lookup_and_write(monkeypatch, end, [other.pk])
+    response = resume(Client(), other_token.token)
+    assert calls and response.status_code == 404, response.content
+    reasons = chained_events().filter(event_type="bookmark.resume").values_list("context__reason", flat=True)
+    assert list(reasons.order_by("id")) == ["bookmark_revoked", "bookmark_revoked"]
 
 
 @pytest.mark.django_db(transaction=True)
