@@ -6,7 +6,7 @@ from django.contrib import admin, messages
 from audit.actors import actor_from_request
 from audit.admin import AuditedModelAdmin
 from elsa_site.errors import DomainError
-from workflows.executors.credentials import executor_secrets, mask
+from workflows.executors.credentials import MASK, SCHEMAS, CredentialsUnreadable, executor_secrets, mask
 from workflows.executors.models import AuthType, Executor
 from workflows.executors.services import clean_executor_data, executor_test_connection
 
@@ -49,7 +49,13 @@ class ExecutorAdminForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         if self.instance.pk:
             # Masked values only: the page never carries a stored secret to the browser.
-            self.initial["credentials"] = {k: mask(v) for k, v in executor_secrets(self.instance).items()}
+            try:
+                self.initial["credentials"] = {k: mask(v) for k, v in executor_secrets(self.instance).items()}
+            except CredentialsUnreadable as exc:
+                # A removed key: the page still opens so the operator can enter them again; a masked
+                # value then keeps nothing, so saving needs the secrets re-entered.
+                self.initial["credentials"] = {name: MASK for name in SCHEMAS[self.instance.auth_type].secret}
+                self.fields["credentials"].help_text = str(exc)
             if self.instance.tls_client_key_encrypted:
                 self.fields["tls_client_key"].help_text = "A key is stored (****). Leave blank to keep it."
 

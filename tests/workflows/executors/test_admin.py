@@ -47,6 +47,28 @@ def test_change_page_shows_credentials_masked_only(admin_client, make_executor):
     assert "****6789" in page
 
 
+def test_change_page_opens_when_the_stored_credentials_cannot_be_decrypted(admin_client, make_executor, settings):
+    from cryptography.fernet import Fernet
+
+    executor = make_executor(
+        "https://partner.example.com", authentication={"type": "bearer", "config": {"token": SECRET}}
+    )
+    settings.ELSA_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]  # the old key was removed
+    url = f"/admin/executors/executor/{executor.pk}/change/"
+    page = admin_client.get(url)
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "cannot be decrypted" in html and "enter them again" in html
+    assert SECRET not in html
+    # Saving with the masked value is refused (nothing readable to keep); re-entering repairs it.
+    refused = admin_client.post(url, form_data(executor, credentials='{"token": "****"}'))
+    assert refused.status_code == 200 and "Missing authentication fields" in refused.content.decode()
+    repaired = admin_client.post(url, form_data(executor, credentials='{"token": "re-entered-token-0001"}'))
+    assert repaired.status_code == 302
+    executor.refresh_from_db()
+    assert executor_secrets(executor) == {"token": "re-entered-token-0001"}
+
+
 def test_saving_with_the_masked_value_keeps_the_secret_and_audits(admin_client, make_executor):
     executor = make_executor(
         "https://partner.example.com", authentication={"type": "bearer", "config": {"token": SECRET}}
