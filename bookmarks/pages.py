@@ -64,9 +64,21 @@ def _refusal(request, exc: DomainError):
 @require_http_methods(["GET", "POST"])
 def approve(request):
     """GET shows what is being approved and never consumes (mail scanners prefetch); POST decides."""
-    if resume_rate_check(request).limited:
-        return _page(request, status=429, title=_TITLES[429], message="Please try again in a minute.")
     token = request.GET.get("t")
+    decision = request.POST.get("decision") if request.method == "POST" else None
+    # A POST is a resume attempt: its refusals are audited as the API audits them (a GET is not one).
+    attempt = services.ResumeAttempt(
+        token=token,
+        client_ip=client_ip(request),
+        user_agent=request.META.get("HTTP_USER_AGENT", ""),
+        channel="approval-page",
+        read_input=lambda: {"approved": DECISIONS[decision]},
+    )
+    rate = resume_rate_check(request)
+    if rate.limited:
+        if request.method == "POST" and rate.first_refusal:
+            services.resume_attempt_audit_failure(attempt=attempt, reason="rate_limited", status=429)
+        return _page(request, status=429, title=_TITLES[429], message="Please try again in a minute.")
     if request.method == "GET":
         try:
             bookmark = bookmark_for_token(resume_token_decode(token))
@@ -75,16 +87,9 @@ def approve(request):
         details = bookmark_approval_summary(bookmark)
         return _page(request, title="Approval requested", details=details, show_form=True)
 
-    decision = request.POST.get("decision")
     if decision not in DECISIONS:
+        services.resume_attempt_audit_failure(attempt=attempt, reason="invalid_decision", status=400)
         return _page(request, status=400, title="Choose approve or reject")
-    attempt = services.ResumeAttempt(
-        token=token,
-        client_ip=client_ip(request),
-        user_agent=request.META.get("HTTP_USER_AGENT", ""),
-        channel="approval-page",
-        read_input=lambda: {"approved": DECISIONS[decision]},
-    )
     try:
         services.bookmark_resume(attempt=attempt)
     except DomainError as exc:

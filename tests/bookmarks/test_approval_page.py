@@ -151,12 +151,33 @@ def test_a_second_decision_is_refused_as_no_longer_open():
     assert client.get(page(issued.token)).status_code == 404
 
 
-def test_an_unknown_decision_is_400():
+def test_an_unknown_decision_is_400_and_audited():
     instance, bookmark = suspended()
     issued = token_for(bookmark)
     client = csrf_client()
     _, csrf = open_page(client, issued.token)
     assert client.post(page(issued.token), {"decision": "maybe", "csrfmiddlewaretoken": csrf}).status_code == 400
+    event = chained_events().get(event_type="bookmark.resume")
+    assert event.result == "failure"
+    assert event.context["reason"] == "invalid_decision" and event.context["status"] == 400
+    assert event.context["channel"] == "approval-page"
+    assert event.context["token_fingerprint"] == issued.record.fingerprint
+
+
+def test_a_rate_limited_decision_is_audited_once_per_window(settings):
+    settings.ELSA_RESUME_RATE = "1/d"  # day window: no boundary inside the test
+    instance, bookmark = suspended()
+    issued = token_for(bookmark)
+    client = csrf_client()
+    _, csrf = open_page(client, issued.token)  # the window's one allowed request
+    for _ in range(2):
+        response = client.post(page(issued.token), {"decision": "approve", "csrfmiddlewaretoken": csrf})
+        assert response.status_code == 429
+    event = chained_events().get(event_type="bookmark.resume")  # the first refusal only
+    assert event.result == "failure" and event.context["reason"] == "rate_limited"
+    assert event.context["status"] == 429 and event.context["channel"] == "approval-page"
+    bookmark.refresh_from_db()
+    assert bookmark.status == "active"
 
 
 @pytest.mark.parametrize("token", ["", "garbage"])
