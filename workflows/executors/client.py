@@ -196,6 +196,10 @@ def _send_once(method, url, *, internal, headers, params, content, timeout, tls,
             }
     except httpx.TimeoutException as exc:
         raise TransientError(f"The request to {host} timed out.") from exc
+    except httpx.LocalProtocolError as exc:
+        # Our own request is malformed (h11 refused it before sending, e.g. a control character in a
+        # header value): nothing reached the partner, and no retry can fix it.
+        raise PermanentError(f"The request to {host} could not be sent: it is not valid HTTP.") from exc
     except httpx.TransportError as exc:
         if _is_tls_failure(exc):
             raise PermanentError(f"The TLS handshake with {host} failed.") from exc

@@ -79,6 +79,14 @@ def split_config(auth_type: str, config: dict, *, current_secrets: dict | None =
         if not isinstance(value, str):
             raise InvalidInput("Secret fields must be strings.", details={"authentication.config": [name]})
         secrets[name] = value
+    # Names only in the error: the values are secrets. A control character (a pasted trailing
+    # newline) cannot travel in a header; refused now rather than failing every call later.
+    garbled = sorted(name for name, value in {**public, **secrets}.items() if _has_control_character(value))
+    if garbled:
+        raise InvalidInput(
+            "Authentication fields may not contain control characters (a pasted line break?).",
+            details={"authentication.config": garbled},
+        )
     missing = [name for name in schema.required if name not in public and name not in secrets]
     if missing:
         raise InvalidInput("Missing authentication fields.", details={"authentication.config": missing})
@@ -88,6 +96,11 @@ def split_config(auth_type: str, config: dict, *, current_secrets: dict | None =
     if auth_type == AuthType.OIDC_USER and secrets.get("password") and not public.get("username"):
         raise InvalidInput("oidc_user's password grant needs a username.")
     return public, secrets
+
+
+def _has_control_character(value) -> bool:
+    values = value if isinstance(value, list) else [value]
+    return any(isinstance(v, str) and any(ord(c) < 0x20 or ord(c) == 0x7F for c in v) for v in values)
 
 
 def _validate_public(auth_type: str, public: dict) -> None:

@@ -135,6 +135,46 @@ def test_credentials_never_reach_the_logs(make_executor, actor, caplog):
     assert all("query-secret-555666777" not in str(r.__dict__) for r in caplog.records)
 
 
+@pytest.mark.parametrize(
+    "authentication",
+    [
+        {"type": "bearer", "config": {"token": "partner-bearer-0123456789abcdef\n"}},
+        {"type": "api_key", "config": {"key": "k-0123\r\n456789", "header": "X-Key"}},
+        {"type": "basic", "config": {"username": "elsa\t", "password": "p@ss-word-42"}},
+    ],
+)
+def test_credentials_with_a_control_character_are_refused_when_configured(api_client, authentication):
+    from tests.identity.factories import principal_headers
+
+    data = {"name": "partner", "base_url": "https://partner.example.com", "authentication": authentication}
+    response = api_client.post("/elsa/api/executors", data, format="json", **principal_headers("write:executors"))
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert "control characters" in error["message"]
+    (name,) = [k for k, v in authentication["config"].items() if any(ord(c) < 0x20 for c in v)]
+    assert error["details"] == {"authentication.config": [name]}
+    assert authentication["config"][name].strip() not in response.content.decode()
+
+
+def test_a_request_h11_refuses_to_send_fails_permanently_without_a_breaker_failure(make_executor, actor):
+    from tests.audit_log import chained_events
+    from workflows.executors.breaker import CircuitBreaker
+    from workflows.executors.client import PermanentError
+    from workflows.executors.credentials import encrypt_secrets
+
+    with serve(guarded(lambda r: True)) as server:
+        executor = make_executor(server.url, authentication={"type": "bearer", "config": {"token": "t-0123456789"}})
+        # Stored before configuration refused control characters.
+        executor.auth_secrets_encrypted = encrypt_secrets({"token": "t-0123456789\n"})
+        executor.save(update_fields=["auth_secrets_encrypted"])
+        with pytest.raises(PermanentError, match="not valid HTTP"):
+            executor_call(executor=executor, endpoint="analyze", actor=actor)
+        assert server.count() == 0
+    assert CircuitBreaker(executor).store.read()["failures"] == 0
+    event = chained_events().filter(event_type="executor.call").latest("id")
+    assert (event.result, event.metadata["error"]) == ("failure", "permanent")
+
+
 def test_disabled_executors_are_not_called(make_executor, actor):
     from elsa_site.errors import NotFound
     from workflows.executors.services import executor_update
