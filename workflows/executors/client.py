@@ -140,9 +140,12 @@ def send(
     timeout: float = 30.0,
     tls: TlsMaterial | None = None,
     max_bytes: int = 1024 * 1024,
+    auth_params: dict | None = None,
 ) -> Response:
     """Send one request and follow at most MAX_REDIRECTS redirects on the same origin.
 
+    `params` go with the first request only (a redirect's Location brings its own query);
+    `auth_params`, the authentication's query parameters (an api_key), go with every request.
     Raises OutboundRefused (policy), TransientError (worth a retry) or PermanentError.
     """
     origin = parse_base_url(url)
@@ -162,15 +165,18 @@ def send(
         if target_origin != origin:
             # Following would send credentials to, and read from, a host nobody configured.
             raise OutboundRefused("The service redirected to another host; redirects across hosts are not followed.")
-        url, params = target, None
+        # Same origin only (checked above), so the credentials may follow, as headers do; merged into
+        # the Location's query (httpx's params would replace it).
+        url, params = str(httpx.URL(target).copy_merge_params(auth_params)) if auth_params else target, None
         if response.status in (301, 302, 303) and method.upper() != "HEAD":
             method, content = "GET", None
     raise OutboundRefused("Too many redirects.")
 
 
 def _send_once(method, url, *, internal, headers, params, content, timeout, tls, max_bytes) -> Response:
-    require_secure_scheme(url)
-    scheme, host, port = parse_base_url(url.split("?", 1)[0])
+    origin_url = url.split("?", 1)[0]  # a redirect's Location may carry a query
+    require_secure_scheme(origin_url)
+    scheme, host, port = parse_base_url(origin_url)
     ip = resolve_target(host, port, internal=internal)
     # Connect to the address we just checked (no second lookup that DNS rebinding could redirect),
     # while the Host header and TLS SNI/verification still use the configured host name.

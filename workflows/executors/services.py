@@ -412,9 +412,11 @@ def executor_call(
     max_bytes = settings.ELSA_EXECUTOR_RESPONSE_MAX_BYTES
     try:
         secrets = executor_secrets(executor)
-        token = apply_auth(executor, secrets, request_headers, params)
+        auth_params: dict[str, str] = {}
+        token = apply_auth(executor, secrets, request_headers, auth_params)
+        params.update(auth_params)  # after the workflow's: a workflow cannot override the credentials
         exchange = {"internal": executor.internal, "content": content, "timeout": float(spec["timeout"])}
-        exchange.update(tls=_tls_material(executor), max_bytes=max_bytes)
+        exchange.update(tls=_tls_material(executor), max_bytes=max_bytes, auth_params=auth_params)
         response = send(method, url, headers=request_headers, params=params, **exchange)
         if response.status == 401 and executor.auth_type in OIDC_TYPES:
             # The partner rejected a cached token (revoked early): fetch a fresh one once and resend.
@@ -478,7 +480,7 @@ def executor_test_connection(*, executor: Executor, actor: Actor) -> dict:
             apply_auth(executor, secrets, headers, params)
         response = send(
             "GET", executor.base_url + "/", internal=executor.internal, headers=headers, params=params,
-            timeout=10.0, tls=_tls_material(executor), max_bytes=64 * 1024,
+            auth_params=params, timeout=10.0, tls=_tls_material(executor), max_bytes=64 * 1024,
         )  # fmt: skip
         result["status"] = response.status
         if response.status in (401, 403):

@@ -120,6 +120,20 @@ def test_redirects_on_the_same_host_are_followed(make_executor, actor):
     assert result.body == {"moved": "/v2/analyze", "method": "POST"}
 
 
+def test_a_same_host_redirect_keeps_the_api_key_query_parameter_but_not_the_workflows_query(make_executor, actor):
+    def respond(recorded):
+        if recorded.path == "/v1/analyze":
+            return 307, {"Location": "/v2/analyze?page=2"}, b""
+        return (200 if recorded.query.get("api_key") == ["k-0123456789abcdef"] else 401), {}, {"q": recorded.query}
+
+    authentication = {"type": "api_key", "config": {"key": "k-0123456789abcdef", "query_param": "api_key"}}
+    with serve(respond) as server:
+        executor = make_executor(server.url, authentication=authentication)
+        result = executor_call(executor=executor, endpoint="analyze", query={"trace": "t1"}, actor=actor)
+    assert result.status == 200
+    assert result.body == {"q": {"page": ["2"], "api_key": ["k-0123456789abcdef"]}}
+
+
 def test_path_parameters_cannot_traverse(make_executor, actor):
     with serve(ok) as server:
         executor = make_executor(server.url)
