@@ -1,6 +1,7 @@
 """The WaitForResume activity: suspend until a resume token (URL or approval page) continues the instance."""
 
 import datetime as dt
+import re
 
 from django.conf import settings
 from django.core.mail import send_mail
@@ -13,6 +14,8 @@ from bookmarks.resume_input import schema_problems
 from bookmarks.services import bookmark_create, bookmark_lifetime, resume_token_issue
 from elsa_site.errors import DomainError
 from workflows.activities.base import Activity, ActivityContext, Fault, Suspend, register_activity
+from workflows.expressions import ExpressionError
+from workflows.secrets import scrub_text
 
 NOTIFY_FIELDS = ("to", "subject", "body")
 
@@ -29,6 +32,23 @@ def _recipients(value) -> list[str]:
     if isinstance(value, list) and all(isinstance(item, str) for item in value):
         return [item.strip() for item in value if item.strip()]
     raise ValueError("notify_email.to must evaluate to a string or a list of strings")
+
+
+# A token in a link, also one cut short where an error message was truncated.
+_TOKEN_PARAMETER = re.compile(r"([?&]t=)[A-Za-z0-9_=%-]+")
+
+
+def _evaluate_with_links(ctx: ActivityContext, expression, names: dict, links: frozenset[str]):
+    """Evaluate a notify_email expression that may read the links; a failure never quotes them.
+
+    CEL's error messages can quote a value (`duration(resume_url)` quotes the URL), and the fault
+    message is stored on the instance and its execution record: the links and the token are masked.
+    """
+    try:
+        return ctx.evaluate(expression, extra=names)
+    except ExpressionError as exc:
+        message = _TOKEN_PARAMETER.sub(r"\1****", scrub_text(exc.message, links))
+        raise ExpressionError(exc.expression, message) from None
 
 
 @register_activity
@@ -108,10 +128,11 @@ class WaitForResume(Activity):
             # The URLs exist only here and in the e-mail: they are names for the expressions, never
             # stored in outputs or variables (the token is not kept anywhere on our side).
             names = {"resume_url": issued.url, "approve_url": issued.approve_url}
-            to = _recipients(ctx.evaluate(notify["to"], extra=names))
+            links = frozenset({*names.values(), issued.token})
+            to = _recipients(_evaluate_with_links(ctx, notify["to"], names, links))
             # Header injection is impossible: the subject is folded onto one line.
-            subject = " ".join(str(ctx.scrub(ctx.evaluate(notify["subject"], extra=names))).split())
-            body = str(ctx.scrub(ctx.evaluate(notify["body"], extra=names)))
+            subject = " ".join(str(ctx.scrub(_evaluate_with_links(ctx, notify["subject"], names, links))).split())
+            body = str(ctx.scrub(_evaluate_with_links(ctx, notify["body"], names, links)))
             # Sent after commit: a step that rolls back (and will run again) sends nothing. robust=True:
             # a mail failure is logged and leaves the instance suspended (an operator can mint a new URL).
             transaction.on_commit(

@@ -1,6 +1,7 @@
 """WaitForResume in-process: bookmark lifetime (default, ttl_seconds, expires_at), reuse, and its e-mail."""
 
 import datetime as dt
+import json
 import re
 
 import pytest
@@ -11,6 +12,7 @@ from bookmarks.models import Bookmark, ResumeToken
 from bookmarks.tokens import resume_token_fingerprint
 from tests.bookmarks.factories import approval_document, loop_document, run_in_process, start_instance, suspended
 from tests.workflows.factories import ACTOR
+from workflows.models import ActivityExecution
 from workflows.services import workflow_instance_resume
 
 pytestmark = pytest.mark.django_db
@@ -72,6 +74,25 @@ def test_notify_email_sends_both_links_after_the_step_commits(django_capture_on_
     resume = re.search(r"https://flows\.example\.com/elsa/api/bookmarks/resume\?t=(\S+)", message.body).group(1)
     assert approve == resume
     assert resume_token_fingerprint(approve) == token_record.fingerprint
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "string(duration(resume_url))",  # CEL's error quotes the whole URL
+        "string(duration(approve_url + approve_url + approve_url + approve_url))",  # cut at 500 characters
+        "{'k': 1}[approve_url + 'x']",  # a map lookup quotes the missing key
+    ],
+)
+def test_a_failing_notify_expression_keeps_the_links_out_of_the_fault(body):
+    document = approval_document(notify_email={"to": "'a@example.com'", "subject": "'x'", "body": body})
+    instance = run_in_process(start_instance(document))
+    assert instance.status == "Faulted"
+    assert "****" in instance.fault_message
+    executions = list(ActivityExecution.objects.filter(instance=instance).values_list("error", flat=True))
+    stored = json.dumps([instance.fault_message, instance.state, executions])
+    assert "t=" not in stored.replace("t=****", "")
+    assert not re.search(r"gAAAA[A-Za-z0-9_-]{8}", stored), stored
 
 
 def test_a_loop_reuses_its_non_burning_bookmark():
