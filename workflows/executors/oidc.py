@@ -15,6 +15,7 @@ from workflows.executors.client import PermanentError, TlsMaterial, TransientErr
 from workflows.executors.models import AuthType, Executor
 
 DISCOVERY_TTL_SECONDS = 3600
+MAX_TOKEN_CACHE_SECONDS = 86400
 TOKEN_REQUEST_TIMEOUT = 10.0
 # Long enough for discovery plus a refresh and a password grant (timeout above each) to finish;
 # a crashed holder frees the lock by expiry.
@@ -203,8 +204,10 @@ def fresh_access_token(executor: Executor, secrets: dict) -> str:
 
 def _lifetime(expires_in) -> int:
     try:
-        seconds = int(float(expires_in))
-    except (TypeError, ValueError):
-        seconds = 300  # a provider that does not say: assume a short life
+        # At most a day: an absurd value (1e30) would overflow the cache's expiry, and a token is
+        # fetched again cheaply.
+        seconds = min(int(float(expires_in)), MAX_TOKEN_CACHE_SECONDS)
+    except (TypeError, ValueError, OverflowError):
+        seconds = 300  # a provider that does not say (or says infinity): assume a short life
     margin = settings.ELSA_EXECUTOR_TOKEN_REFRESH_MARGIN_SECONDS
     return seconds - margin if seconds > 2 * margin else seconds // 2

@@ -91,6 +91,16 @@ def test_token_near_expiry_is_not_reused(issuer, partner, make_executor, actor, 
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("expires_in", ["1e999", 10**30, "soon"])
+def test_an_absurd_expires_in_is_taken_as_unknown_and_the_token_used(issuer, partner, make_executor, actor, expires_in):
+    issuer.expires_in = expires_in
+    executor = make_executor(partner.url, authentication=client_credentials(issuer))
+    for _ in range(2):
+        assert executor_call(executor=executor, endpoint="analyze", actor=actor).status == 200
+    assert token_requests(issuer) == 1  # cached, for a bounded time
+
+
+@pytest.mark.django_db
 def test_wrong_client_secret_is_refused_without_echoing_it(issuer, partner, make_executor, actor):
     auth = client_credentials(issuer)
     auth["config"]["client_secret"] = "not-the-secret-9999"
