@@ -3,6 +3,7 @@
 import logging
 
 from celery import shared_task
+from django.db import InterfaceError, OperationalError
 from django.utils import timezone
 
 from audit.actors import Actor
@@ -32,6 +33,12 @@ def bookmarks_expire_due(*, limit: int = BATCH) -> int:
                 expired += 1
         except DomainError:
             logger.warning("bookmark expiry refused", extra={"bookmark_id": str(bookmark_id)}, exc_info=True)
+        except (OperationalError, InterfaceError):
+            raise  # the database went away: the next run starts over
+        except Exception:
+            # Anything else is one bookmark's problem: due bookmarks are taken oldest first, so
+            # letting it end the run would stall every later one behind it, run after run.
+            logger.exception("bookmark expiry failed", extra={"bookmark_id": str(bookmark_id)})
     return expired
 
 

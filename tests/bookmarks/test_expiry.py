@@ -64,6 +64,29 @@ def test_on_expiry_fault_faults_the_instance():
     assert chained_events().filter(event_type="bookmark.expired", resource_id=str(bookmark.pk)).count() == 1
 
 
+def test_one_bookmark_failing_to_expire_does_not_stall_the_others(monkeypatch, caplog):
+    from bookmarks import services
+
+    _, broken = suspended()
+    _, other = suspended()
+    make_due(broken)
+    make_due(other)
+    Bookmark.objects.filter(pk=broken.pk).update(expires_at=timezone.now() - dt.timedelta(hours=1))  # first in line
+    expire = services.bookmark_expire
+
+    def failing_for_the_broken_one(*, bookmark_id, actor):
+        if bookmark_id == broken.pk:
+            raise RuntimeError("unexpected")
+        return expire(bookmark_id=bookmark_id, actor=actor)
+
+    monkeypatch.setattr(services, "bookmark_expire", failing_for_the_broken_one)
+    assert bookmarks_expire_due() == 1
+    assert Bookmark.objects.get(pk=other.pk).status == "expired"
+    assert Bookmark.objects.get(pk=broken.pk).status == "active"
+    [record] = [r for r in caplog.records if r.getMessage() == "bookmark expiry failed"]
+    assert record.bookmark_id == str(broken.pk) and record.exc_info
+
+
 def test_on_expiry_timeout_takes_the_timeout_outcome():
     instance = run_in_process(start_instance(timeout_document()))
     bookmark = Bookmark.objects.get(instance=instance)
