@@ -173,7 +173,10 @@ class ApplicationAdmin(AuditedModelAdmin):
             self.message_user(request, "Rotate one application at a time.", level=messages.ERROR)
             return None
         application, api_key, client_secret = services.application_rotate(
-            application=queryset.get(), rotate_client_secret=True, actor=actor_from_request(request)
+            application=queryset.get(),
+            rotate_client_secret=True,
+            actor=actor_from_request(request),
+            caller_permissions=request.user.permissions,
         )
         return _secrets_page(
             request,
@@ -187,7 +190,9 @@ class ApplicationAdmin(AuditedModelAdmin):
     def disable_applications(self, request, queryset):
         actor = actor_from_request(request)
         for application in queryset:
-            services.application_set_enabled(application=application, enabled=False, actor=actor)
+            services.application_set_enabled(
+                application=application, enabled=False, actor=actor, caller_permissions=request.user.permissions
+            )
         self.message_user(request, f"Disabled {queryset.count()} application(s).")
 
 

@@ -183,6 +183,11 @@ class MeView(IdentityView):
         )
 
 
+def _caller(request) -> frozenset[str]:
+    """The permissions of the authenticated caller: it may grant, and change holders of, only these."""
+    return frozenset(request.user.permissions)
+
+
 def _page(request, queryset, serializer_class) -> Response:
     try:
         limit = min(max(int(request.query_params.get("limit", 50)), 1), 200)
@@ -219,7 +224,9 @@ class RoleListView(MethodPermissionView):
     def post(self, request):
         data = serializers.RoleInput(data=request.data)
         data.is_valid(raise_exception=True)
-        role = services.role_create(actor=actor_from_request(request), **data.validated_data)
+        role = services.role_create(
+            actor=actor_from_request(request), caller_permissions=_caller(request), **data.validated_data
+        )
         return Response(serializers.RoleOutput(role).data, status=status.HTTP_201_CREATED)
 
 
@@ -241,14 +248,18 @@ class RoleDetailView(MethodPermissionView):
         role = get_object_or_404(Role, pk=pk)
         data = serializers.RoleInput(data=request.data, partial=True)
         data.is_valid(raise_exception=True)
-        role = services.role_update(role=role, actor=actor_from_request(request), **data.validated_data)
+        role = services.role_update(
+            role=role, actor=actor_from_request(request), caller_permissions=_caller(request), **data.validated_data
+        )
         return Response(serializers.RoleOutput(role).data)
 
     put = patch
 
     @extend_schema(responses={204: None})
     def delete(self, request, pk: int):
-        services.role_delete(role=get_object_or_404(Role, pk=pk), actor=actor_from_request(request))
+        services.role_delete(
+            role=get_object_or_404(Role, pk=pk), actor=actor_from_request(request), caller_permissions=_caller(request)
+        )
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -264,7 +275,9 @@ class UserListView(MethodPermissionView):
     def post(self, request):
         data = serializers.UserCreateInput(data=request.data)
         data.is_valid(raise_exception=True)
-        user = services.user_create(actor=actor_from_request(request), **data.validated_data)
+        user = services.user_create(
+            actor=actor_from_request(request), caller_permissions=_caller(request), **data.validated_data
+        )
         return Response(serializers.UserOutput(user).data, status=status.HTTP_201_CREATED)
 
 
@@ -285,12 +298,16 @@ class UserDetailView(MethodPermissionView):
         user = get_object_or_404(User, pk=pk)
         data = serializers.UserUpdateInput(data=request.data)
         data.is_valid(raise_exception=True)
-        user = services.user_update(user=user, actor=actor_from_request(request), **data.validated_data)
+        user = services.user_update(
+            user=user, actor=actor_from_request(request), caller_permissions=_caller(request), **data.validated_data
+        )
         return Response(serializers.UserOutput(user).data)
 
     @extend_schema(responses={204: None})
     def delete(self, request, pk: int):
-        services.user_delete(user=get_object_or_404(User, pk=pk), actor=actor_from_request(request))
+        services.user_delete(
+            user=get_object_or_404(User, pk=pk), actor=actor_from_request(request), caller_permissions=_caller(request)
+        )
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -307,7 +324,7 @@ class ApplicationListView(MethodPermissionView):
         data = serializers.ApplicationCreateInput(data=request.data)
         data.is_valid(raise_exception=True)
         application, client_secret, api_key = services.application_create(
-            actor=actor_from_request(request), **data.validated_data
+            actor=actor_from_request(request), caller_permissions=_caller(request), **data.validated_data
         )
         body = serializers.ApplicationOutput(application).data
         # The secrets exist only in this response: the database keeps their hashes.
@@ -333,14 +350,19 @@ class ApplicationDetailView(MethodPermissionView):
         data = serializers.ApplicationUpdateInput(data=request.data)
         data.is_valid(raise_exception=True)
         application = services.application_update(
-            application=application, actor=actor_from_request(request), **data.validated_data
+            application=application,
+            actor=actor_from_request(request),
+            caller_permissions=_caller(request),
+            **data.validated_data,
         )
         return Response(serializers.ApplicationOutput(application).data)
 
     @extend_schema(responses={204: None})
     def delete(self, request, pk: int):
         services.application_delete(
-            application=get_object_or_404(Application, pk=pk), actor=actor_from_request(request)
+            application=get_object_or_404(Application, pk=pk),
+            actor=actor_from_request(request),
+            caller_permissions=_caller(request),
         )
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -361,6 +383,7 @@ class ApplicationRotateView(IdentityView):
             old_key_valid_until=valid_until,
             rotate_client_secret=data.validated_data["rotate_client_secret"],
             actor=actor_from_request(request),
+            caller_permissions=_caller(request),
         )
         body = {"api_key": api_key, "client_secret": client_secret, "old_key_valid_until": valid_until}
         return Response(serializers.ApplicationRotatedOutput(body).data, headers=NO_STORE)
@@ -373,7 +396,10 @@ class ApplicationDisableView(IdentityView):
     @extend_schema(request=None, responses=serializers.ApplicationOutput)
     def post(self, request, pk: int):
         application = services.application_set_enabled(
-            application=get_object_or_404(Application, pk=pk), enabled=self.enabled, actor=actor_from_request(request)
+            application=get_object_or_404(Application, pk=pk),
+            enabled=self.enabled,
+            actor=actor_from_request(request),
+            caller_permissions=_caller(request),
         )
         return Response(serializers.ApplicationOutput(application).data)
 

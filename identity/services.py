@@ -14,7 +14,7 @@ from audit.services import audit_record
 from elsa_site.errors import Conflict, DomainError, InvalidInput
 from identity import config_file, invalidation, tokens
 from identity.apikeys import api_key_generate
-from identity.models import ApiKey, Application, Role, User
+from identity.models import ApiKey, Application, Role, User, permissions_of_roles
 from identity.permissions import known_permissions
 
 FAILURE = "failure"
@@ -32,6 +32,36 @@ class InvalidClient(DomainError):
 
     http_status = 401
     code = "invalid_client"
+
+
+class ExceedsOwnPermissions(DomainError):
+    """A caller without `*` granting permissions it lacks, or changing a principal or role holding them."""
+
+    http_status = 403
+    code = "exceeds_own_permissions"
+
+
+def _require_held(caller_permissions: frozenset[str] | None, permissions, message: str) -> None:
+    """Refuse (403) unless the caller holds `*` or every one of `permissions`.
+
+    Whoever may grant a permission, or reset the password or API key of a principal holding it, in
+    effect holds it: so a caller grants, and takes over, only what it holds itself. None is the
+    trusted command line.
+    """
+    if caller_permissions is None or "*" in caller_permissions:
+        return
+    if not set(permissions) <= caller_permissions:
+        raise ExceedsOwnPermissions(message)
+
+
+def _require_wildcard_for(caller_permissions: frozenset[str] | None, permissions, kind: str) -> None:
+    """A user (superusers included), application or role holding `*` is changed only by a `*` caller."""
+    message = f"Only a caller holding '*' can change or delete a {kind} holding '*'."
+    _require_held(caller_permissions, set(permissions or []) & {"*"}, message)
+
+
+_GRANT_REFUSED = "You cannot grant permissions you do not hold yourself."
+_TAKEOVER_REFUSED = "You cannot replace the credentials of this {}: it holds permissions you do not hold."
 
 
 # --- Failed attempts ------------------------------------------------------------------------
@@ -234,22 +264,34 @@ def _unique_name(model, field: str, value: str, exclude_pk=None) -> None:
 
 
 @transaction.atomic
-def role_create(*, name: str, permissions: list[str], description: str = "", actor: Actor) -> Role:
+def role_create(
+    *,
+    name: str,
+    permissions: list[str],
+    description: str = "",
+    actor: Actor,
+    caller_permissions: frozenset[str] | None,
+) -> Role:
     _unique_name(Role, "name", name)
-    role = Role.objects.create(name=name, permissions=_clean_permissions(permissions), description=description)
+    permissions = _clean_permissions(permissions)
+    _require_held(caller_permissions, permissions, _GRANT_REFUSED)
+    role = Role.objects.create(name=name, permissions=permissions, description=description)
     audit_record(event_type="identity.role.created", action="create", resource=("role", str(role.pk)), actor=actor)
     return role
 
 
 @transaction.atomic
-def role_update(*, role: Role, actor: Actor, **changes) -> Role:
+def role_update(*, role: Role, actor: Actor, caller_permissions: frozenset[str] | None, **changes) -> Role:
+    _require_wildcard_for(caller_permissions, role.permissions, "role")
     changed: list[str] = []
     if "name" in changes and changes["name"] != role.name:
         _unique_name(Role, "name", changes["name"], exclude_pk=role.pk)
         role.name = changes["name"]
         changed.append("name")
     if "permissions" in changes:
+        previous = set(role.permissions or [])
         role.permissions = _clean_permissions(changes["permissions"])
+        _require_held(caller_permissions, set(role.permissions) - previous, _GRANT_REFUSED)
         changed.append("permissions")
     if "description" in changes:
         role.description = changes["description"]
@@ -268,21 +310,25 @@ def role_update(*, role: Role, actor: Actor, **changes) -> Role:
 
 
 @transaction.atomic
-def role_delete(*, role: Role, actor: Actor) -> None:
+def role_delete(*, role: Role, actor: Actor, caller_permissions: frozenset[str] | None) -> None:
     if role.name == "admin":
         raise Conflict("The built-in role 'admin' cannot be deleted.")
+    _require_wildcard_for(caller_permissions, role.permissions, "role")
     pk = role.pk
     role.delete()
     invalidation.publish("roles")
     audit_record(event_type="identity.role.deleted", action="delete", resource=("role", str(pk)), actor=actor)
 
 
-def _roles_by_name(names) -> list[Role]:
+def _roles_by_name(names, caller_permissions: frozenset[str] | None, current=()) -> list[Role]:
+    """The roles named; 403 if one added to `current` carries a permission the caller does not hold."""
     names = list(dict.fromkeys(names or []))
     roles = list(Role.objects.filter(name__in=names))
     missing = sorted(set(names) - {r.name for r in roles})
     if missing:
         raise InvalidInput(f"Unknown roles: {', '.join(missing)}.")
+    kept = {role.pk for role in current}
+    _require_held(caller_permissions, permissions_of_roles(r for r in roles if r.pk not in kept), _GRANT_REFUSED)
     return roles
 
 
@@ -297,7 +343,15 @@ def _check_password_strength(password: str, user: User | None = None) -> None:
 
 
 @transaction.atomic
-def user_create(*, username: str, password: str, email: str = "", roles: list[str] | None = None, actor: Actor) -> User:
+def user_create(
+    *,
+    username: str,
+    password: str,
+    email: str = "",
+    roles: list[str] | None = None,
+    actor: Actor,
+    caller_permissions: frozenset[str] | None,
+) -> User:
     _unique_name(User, "username", username)
     if username in config_file.identity_file().users:
         raise Conflict(f"A user named {username!r} is defined in the identity file.")
@@ -305,14 +359,18 @@ def user_create(*, username: str, password: str, email: str = "", roles: list[st
     _check_password_strength(password, user)
     user.set_password(password)
     user.save()
-    user.roles.set(_roles_by_name(roles))
+    user.roles.set(_roles_by_name(roles, caller_permissions))
     invalidation.publish(f"user:{user.pk}")
     audit_record(event_type="identity.user.created", action="create", resource=("user", str(user.pk)), actor=actor)
     return user
 
 
 @transaction.atomic
-def user_update(*, user: User, actor: Actor, **changes) -> User:
+def user_update(*, user: User, actor: Actor, caller_permissions: frozenset[str] | None, **changes) -> User:
+    _require_wildcard_for(caller_permissions, user.permissions, "user")
+    if "password" in changes:
+        # Setting a password is signing in as that user: only over permissions the caller holds.
+        _require_held(caller_permissions, user.permissions, _TAKEOVER_REFUSED.format("user"))
     changed: list[str] = []
     for field in ("email", "is_active", "first_name", "last_name"):
         if field in changes:
@@ -324,7 +382,7 @@ def user_update(*, user: User, actor: Actor, **changes) -> User:
         changed.append("password")
     user.save()
     if "roles" in changes:
-        user.roles.set(_roles_by_name(changes["roles"]))
+        user.roles.set(_roles_by_name(changes["roles"], caller_permissions, current=user.roles.all()))
         changed.append("roles")
     # A disabled user's access tokens are refused in every process within a second.
     invalidation.publish(f"user:{user.pk}")
@@ -339,7 +397,8 @@ def user_update(*, user: User, actor: Actor, **changes) -> User:
 
 
 @transaction.atomic
-def user_delete(*, user: User, actor: Actor) -> None:
+def user_delete(*, user: User, actor: Actor, caller_permissions: frozenset[str] | None) -> None:
+    _require_wildcard_for(caller_permissions, user.permissions, "user")
     pk = user.pk
     user.delete()
     invalidation.publish(f"user:{pk}")
@@ -347,6 +406,10 @@ def user_delete(*, user: User, actor: Actor) -> None:
 
 
 # --- Applications -----------------------------------------------------------------------------
+
+
+def _application_permissions(application: Application) -> frozenset[str]:
+    return permissions_of_roles(application.roles.all())
 
 
 def _new_api_key(application: Application) -> str:
@@ -357,7 +420,12 @@ def _new_api_key(application: Application) -> str:
 
 @transaction.atomic
 def application_create(
-    *, name: str, roles: list[str] | None = None, expires_at: datetime | None = None, actor: Actor
+    *,
+    name: str,
+    roles: list[str] | None = None,
+    expires_at: datetime | None = None,
+    actor: Actor,
+    caller_permissions: frozenset[str] | None,
 ) -> tuple[Application, str, str]:
     """(application, client_secret, api_key): the two secrets exist only in this return value."""
     _unique_name(Application, "name", name)
@@ -375,7 +443,7 @@ def application_create(
             )
     except IntegrityError as exc:
         raise Conflict(f"An application named {name!r} already exists.") from exc
-    application.roles.set(_roles_by_name(roles))
+    application.roles.set(_roles_by_name(roles, caller_permissions))
     api_key = _new_api_key(application)
     audit_record(
         event_type="identity.application.created",
@@ -393,8 +461,11 @@ def application_rotate(
     old_key_valid_until: datetime | None = None,
     rotate_client_secret: bool = False,
     actor: Actor,
+    caller_permissions: frozenset[str] | None,
 ) -> tuple[Application, str, str | None]:
     """A new API key; the old keys stop now, or at `old_key_valid_until` (a grace period)."""
+    # The new API key is returned to the caller: rotating is taking the application over.
+    _require_held(caller_permissions, _application_permissions(application), _TAKEOVER_REFUSED.format("application"))
     now = timezone.now()
     if old_key_valid_until is not None and old_key_valid_until <= now:
         old_key_valid_until = None
@@ -428,7 +499,10 @@ def application_rotate(
 
 
 @transaction.atomic
-def application_set_enabled(*, application: Application, enabled: bool, actor: Actor) -> Application:
+def application_set_enabled(
+    *, application: Application, enabled: bool, actor: Actor, caller_permissions: frozenset[str] | None
+) -> Application:
+    _require_wildcard_for(caller_permissions, _application_permissions(application), "application")
     application.enabled = enabled
     application.save(update_fields=["enabled"])
     # Refused on the next request here and within a second in every other process.
@@ -443,7 +517,10 @@ def application_set_enabled(*, application: Application, enabled: bool, actor: A
 
 
 @transaction.atomic
-def application_update(*, application: Application, actor: Actor, **changes) -> Application:
+def application_update(
+    *, application: Application, actor: Actor, caller_permissions: frozenset[str] | None, **changes
+) -> Application:
+    _require_wildcard_for(caller_permissions, _application_permissions(application), "application")
     changed: list[str] = []
     if "name" in changes and changes["name"] != application.name:
         _unique_name(Application, "name", changes["name"], exclude_pk=application.pk)
@@ -454,7 +531,7 @@ def application_update(*, application: Application, actor: Actor, **changes) -> 
         changed.append("expires_at")
     application.save()
     if "roles" in changes:
-        application.roles.set(_roles_by_name(changes["roles"]))
+        application.roles.set(_roles_by_name(changes["roles"], caller_permissions, current=application.roles.all()))
         changed.append("roles")
     invalidation.publish(f"application:{application.pk}")
     audit_record(
@@ -468,7 +545,8 @@ def application_update(*, application: Application, actor: Actor, **changes) -> 
 
 
 @transaction.atomic
-def application_delete(*, application: Application, actor: Actor) -> None:
+def application_delete(*, application: Application, actor: Actor, caller_permissions: frozenset[str] | None) -> None:
+    _require_wildcard_for(caller_permissions, _application_permissions(application), "application")
     pk = application.pk
     application.delete()
     invalidation.publish(f"application:{pk}")

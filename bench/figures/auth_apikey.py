@@ -26,5 +26,7 @@ def measure(h) -> dict:
     from audit.actors import Actor
     from identity.services import application_create
 
-    _, _, api_key = application_create(name="bench-apikey", roles=["admin"], actor=Actor.system("bench"))
+    _, _, api_key = application_create(
+        name="bench-apikey", roles=["admin"], actor=Actor.system("bench"), caller_permissions=None
+    )
     return interleaved_ratio(h, "auth_apikey", {"Authorization": f"ApiKey {api_key}"}, "GET identity/me, ApiKey")

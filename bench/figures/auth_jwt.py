@@ -12,7 +12,9 @@ def measure(h) -> dict:
     from identity.services import user_create
 
     password = secrets.token_urlsafe(24)
-    user_create(username="bench-jwt", password=password, roles=["admin"], actor=Actor.system("bench"))
+    user_create(
+        username="bench-jwt", password=password, roles=["admin"], actor=Actor.system("bench"), caller_permissions=None
+    )
     request = urllib.request.Request(
         f"{h.base_url}/elsa/api/identity/login",
         data=json.dumps({"username": "bench-jwt", "password": password}).encode(),

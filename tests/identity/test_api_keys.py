@@ -75,7 +75,7 @@ def test_disabled_application_is_refused_on_the_next_request(client):
 
 def test_rotation_without_grace_stops_the_old_key_at_once(client):
     application, key = application_with_key("read:role")
-    admin = principal_headers("update:application")
+    admin = principal_headers("update:application", "read:role")
     assert client.get(ME, HTTP_X_API_KEY=key).status_code == 200
     response = client.post(f"/elsa/api/identity/applications/{application.pk}/rotate", {}, "application/json", **admin)
     assert response.status_code == 200, response.content
@@ -87,7 +87,7 @@ def test_rotation_without_grace_stops_the_old_key_at_once(client):
 
 def test_rotation_with_grace_keeps_the_old_key_until_the_chosen_time(client):
     application, key = application_with_key("read:role")
-    admin = principal_headers("update:application")
+    admin = principal_headers("update:application", "read:role")
     response = client.post(
         f"/elsa/api/identity/applications/{application.pk}/rotate",
         {"grace_seconds": 3600},

@@ -92,7 +92,7 @@ def test_disabled_application_gets_no_token_and_its_tokens_stop(client, credenti
     token = form(client, {"grant_type": "client_credentials", **credentials}).json()["access_token"]
     assert client.get(ME, HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 200
     app = Application.objects.get(client_id=credentials["client_id"])
-    application_set_enabled(application=app, enabled=False, actor=Actor.system("test"))
+    application_set_enabled(application=app, enabled=False, actor=Actor.system("test"), caller_permissions=None)
     assert client.get(ME, HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 401
     response = form(client, {"grant_type": "client_credentials", **credentials})
     assert response.status_code == 401 and response.json()["error"] == "invalid_client"

@@ -16,7 +16,8 @@ def test_migrations_create_the_admin_role_with_star():
 
 def test_create_application_returns_secret_and_key_once(client):
     RoleFactory(name="runner", permissions=["read:role"])
-    headers = principal_headers("create:application", "read:application")
+    # The caller holds read:role itself: it may grant only permissions it holds.
+    headers = principal_headers("create:application", "read:application", "read:role")
     response = client.post(f"{API}/applications", {"name": "ci", "roles": ["runner"]}, "application/json", **headers)
     assert response.status_code == 201, response.content
     body = response.json()
@@ -86,7 +87,9 @@ def test_delete_application_stops_its_key(client):
 
 
 def test_role_crud_with_role_permissions(client):
-    headers = principal_headers("create:role", "read:role", "update:role", "delete:role")
+    headers = principal_headers(
+        "create:role", "read:role", "update:role", "delete:role", "read:audit-events", "read:user"
+    )
     response = client.post(
         f"{API}/roles", {"name": "auditor", "permissions": ["read:audit-events"]}, "application/json", **headers
     )
@@ -122,7 +125,7 @@ def test_role_change_reaches_cached_api_keys_on_the_next_request(client):
         f"{API}/roles/{role.pk}",
         {"permissions": ["read:role", "read:user"]},
         "application/json",
-        **principal_headers("update:role"),
+        **principal_headers("update:role", "read:user"),
     )
     assert client.get(f"{API}/users", HTTP_X_API_KEY=key).status_code == 200
 
@@ -136,7 +139,7 @@ def test_role_endpoints_need_role_permissions(client):
 
 def test_user_crud_with_user_permissions(client):
     RoleFactory(name="viewer", permissions=["read:role"])
-    headers = principal_headers("create:user", "read:user", "update:user", "delete:user")
+    headers = principal_headers("create:user", "read:user", "update:user", "delete:user", "read:role")
     response = client.post(
         f"{API}/users",
         {"username": "bob", "password": PASSWORD, "email": "bob@example.test", "roles": ["viewer"]},
@@ -173,3 +176,102 @@ def test_user_endpoints_need_user_permissions(client):
     assert (
         client.patch(f"{API}/users/{user.pk}", {"is_active": False}, "application/json", **headers).status_code == 403
     )
+
+
+# --- A caller grants, and takes over, only what it holds itself -------------------------------
+
+
+def _refused(response) -> bool:
+    return response.status_code == 403 and response.json()["error"]["code"] == "exceeds_own_permissions"
+
+
+def test_create_application_cannot_grant_a_role_the_caller_does_not_hold(client):
+    headers = principal_headers("create:application")
+    response = client.post(
+        f"{API}/applications", {"name": "escalate", "roles": ["admin"]}, "application/json", **headers
+    )
+    assert _refused(response), response.content
+    assert not Application.objects.filter(name="escalate").exists()
+
+
+def test_a_star_holder_may_grant_any_role(client):
+    headers = principal_headers("*")
+    response = client.post(f"{API}/applications", {"name": "ops", "roles": ["admin"]}, "application/json", **headers)
+    assert response.status_code == 201, response.content
+
+
+def test_update_user_cannot_grant_itself_the_admin_role(client):
+    user = UserFactory(roles=[RoleFactory(permissions=["update:user"])])
+    login = client.post(f"{API}/login", {"username": user.username, "password": PASSWORD}, "application/json")
+    bearer = {"HTTP_AUTHORIZATION": f"Bearer {login.json()['access_token']}"}
+    response = client.patch(f"{API}/users/{user.pk}", {"roles": ["admin"]}, "application/json", **bearer)
+    assert _refused(response), response.content
+    assert not user.roles.filter(name="admin").exists()
+
+
+def test_update_user_may_keep_roles_it_does_not_hold_and_add_one_it_holds(client):
+    RoleFactory(name="viewer", permissions=["read:role"])
+    user = UserFactory(roles=[RoleFactory(name="operator", permissions=["cancel:workflow-instances"])])
+    headers = principal_headers("update:user", "read:role")
+    response = client.patch(f"{API}/users/{user.pk}", {"roles": ["operator", "viewer"]}, "application/json", **headers)
+    assert response.status_code == 200, response.content
+    assert sorted(response.json()["roles"]) == ["operator", "viewer"]
+
+
+def test_update_user_cannot_take_over_a_superuser(client):
+    root = User.objects.create_superuser(username="root-admin", password="x-very-long-password-1")
+    headers = principal_headers("update:user", "delete:user")
+    for change in ({"password": "attacker-chosen-password-42"}, {"is_active": False}, {"roles": []}):
+        assert _refused(client.patch(f"{API}/users/{root.pk}", change, "application/json", **headers)), change
+    assert _refused(client.delete(f"{API}/users/{root.pk}", **headers))
+    root.refresh_from_db()
+    assert root.is_active and root.check_password("x-very-long-password-1")
+
+
+def test_password_of_a_user_with_more_permissions_cannot_be_reset(client):
+    user = UserFactory(roles=[RoleFactory(permissions=["delete:workflow-instances"])])
+    headers = principal_headers("update:user")
+    response = client.patch(
+        f"{API}/users/{user.pk}", {"password": "another-long-password-7"}, "application/json", **headers
+    )
+    assert _refused(response), response.content
+    # Disabling it takes nothing over, so it is allowed.
+    assert (
+        client.patch(f"{API}/users/{user.pk}", {"is_active": False}, "application/json", **headers).status_code == 200
+    )
+
+
+def test_update_role_cannot_add_star_to_its_own_role(client):
+    from tests.identity.factories import application_with_key
+
+    application, key = application_with_key("update:role")
+    role = application.roles.get()
+    response = client.patch(
+        f"{API}/roles/{role.pk}", {"permissions": ["update:role", "*"]}, "application/json", HTTP_X_API_KEY=key
+    )
+    assert _refused(response), response.content
+    role.refresh_from_db()
+    assert role.permissions == ["update:role"]
+
+
+def test_roles_holding_star_are_changed_only_by_a_star_holder(client):
+    admin_role = Role.objects.get(name="admin")
+    headers = principal_headers("update:role", "read:role")
+    response = client.patch(
+        f"{API}/roles/{admin_role.pk}", {"permissions": ["read:role"]}, "application/json", **headers
+    )
+    assert _refused(response), response.content
+    assert Role.objects.get(name="admin").permissions == ["*"]
+
+
+def test_rotating_an_application_needs_every_permission_it_holds(client):
+    from tests.identity.factories import application_with_key
+
+    target, _ = application_with_key("*")
+    headers = principal_headers("update:application", "delete:application")
+    response = client.post(f"{API}/applications/{target.pk}/rotate", {}, "application/json", **headers)
+    assert _refused(response), response.content
+    assert "api_key" not in response.json()
+    assert _refused(client.post(f"{API}/applications/{target.pk}/disable", **headers))
+    assert _refused(client.delete(f"{API}/applications/{target.pk}", **headers))
+    assert Application.objects.get(pk=target.pk).enabled

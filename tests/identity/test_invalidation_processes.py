@@ -157,7 +157,7 @@ def test_rotated_key_is_refused_in_another_process_within_one_second(servers, tr
 
     a, b = servers
     application, key = application_with_key("read:role")
-    _, admin_key = application_with_key("update:application")
+    _, admin_key = application_with_key("update:application", "read:role")
     target = {"Authorization": f"ApiKey {key}"}
     warm(servers, target)
     status = a.post(f"/elsa/api/identity/applications/{application.pk}/rotate", b"{}", {"X-API-Key": admin_key})

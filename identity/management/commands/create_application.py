@@ -19,7 +19,7 @@ class Command(BaseCommand):
     def handle(self, *args, name: str, role: list[str], **options):
         try:
             application, client_secret, api_key = application_create(
-                name=name, roles=role, actor=Actor.system("create_application")
+                name=name, roles=role, actor=Actor.system("create_application"), caller_permissions=None
             )
         except DomainError as exc:
             raise CommandError(exc.message) from exc
