@@ -2,6 +2,7 @@
 
 import base64
 import binascii
+from collections.abc import Mapping
 from datetime import timedelta
 from urllib.parse import unquote
 
@@ -138,6 +139,9 @@ class TokenView(AnonymousView):
 
     @extend_schema(request=None, responses=serializers.ClientTokenOutput)
     def post(self, request):
+        # A JSON body may be a list, string, number or null: only an object carries parameters.
+        if not isinstance(request.data, Mapping):
+            raise OAuthError("The request body must be an object of parameters.", code="invalid_request")
         grant_type = request.data.get("grant_type")
         if not grant_type:
             raise OAuthError("grant_type is required.", code="invalid_request")

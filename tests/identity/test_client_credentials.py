@@ -84,6 +84,12 @@ def test_malformed_json_is_invalid_request(client):
     assert response.status_code == 400 and response.json()["error"] == "invalid_request"
 
 
+@pytest.mark.parametrize("body", ["[]", '"client_credentials"', "1", "null"])
+def test_json_body_that_is_not_an_object_is_invalid_request(client, body):
+    response = client.post(TOKEN, body, "application/json")
+    assert response.status_code == 400 and response.json()["error"] == "invalid_request"
+
+
 def test_disabled_application_gets_no_token_and_its_tokens_stop(client, credentials):
     from audit.actors import Actor
     from identity.models import Application
