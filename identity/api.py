@@ -126,6 +126,9 @@ class TokenView(AnonymousView):
         header = request.META.get("HTTP_AUTHORIZATION", "")
         scheme, _, value = header.partition(" ")
         if scheme.lower() == "basic":
+            # RFC 6749 2.3: a client MUST NOT use more than one authentication method per request.
+            if "client_id" in request.data or "client_secret" in request.data:
+                raise OAuthError("Use either HTTP Basic or client_id/client_secret, not both.", code="invalid_request")
             # RFC 6749 2.3.1: form-urlencoded client id and secret in HTTP Basic.
             try:
                 client_id, _, client_secret = base64.b64decode(value.strip(), validate=True).decode().partition(":")

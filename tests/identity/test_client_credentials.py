@@ -90,6 +90,13 @@ def test_json_body_that_is_not_an_object_is_invalid_request(client, body):
     assert response.status_code == 400 and response.json()["error"] == "invalid_request"
 
 
+def test_http_basic_and_body_credentials_together_are_invalid_request(client, credentials):
+    basic = base64.b64encode(f"{credentials['client_id']}:{credentials['client_secret']}".encode()).decode()
+    response = form(client, {"grant_type": "client_credentials", **credentials}, HTTP_AUTHORIZATION=f"Basic {basic}")
+    assert response.status_code == 400 and response.json()["error"] == "invalid_request"
+    assert "access_token" not in response.json()
+
+
 def test_disabled_application_gets_no_token_and_its_tokens_stop(client, credentials):
     from audit.actors import Actor
     from identity.models import Application
