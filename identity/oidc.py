@@ -26,13 +26,21 @@ class _KeySet:
     fetched_at: float  # time.monotonic()
 
 
-_key_sets: dict[str, _KeySet] = {}
+@dataclass
+class _IssuerState:
+    key_set: _KeySet | None = None
+    attempted_at: float = float("-inf")  # the last fetch started, whether it succeeded or not
+    fetching: bool = False
+
+
+_issuers: dict[str, _IssuerState] = {}
+# Guards _issuers only; never held during a fetch.
 _lock = threading.Lock()
 
 
 def jwks_cache_clear() -> None:
     with _lock:
-        _key_sets.clear()
+        _issuers.clear()
 
 
 def issuer_config(issuer: str | None) -> dict | None:
@@ -42,7 +50,7 @@ def issuer_config(issuer: str | None) -> dict | None:
     return None
 
 
-def _read_jwks(config: dict) -> dict:
+def _read_jwks(config: dict):
     if config.get("jwks_file"):
         with open(config["jwks_file"], encoding="utf-8") as fh:
             return json.load(fh)
@@ -52,14 +60,19 @@ def _read_jwks(config: dict) -> dict:
 
 
 def _fetch(config: dict) -> _KeySet:
+    """The issuer's keys by kid; ValueError (a failed fetch) when the document is not a JWK Set."""
+    document = _read_jwks(config)
+    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+        raise ValueError("the JWKS document is not an object with a list of keys")
     keys: dict[str, jwt.PyJWK] = {}
-    for item in _read_jwks(config).get("keys", []):
+    for item in document["keys"]:
+        if not isinstance(item, dict) or not isinstance(item.get("kid"), str) or not item["kid"]:
+            continue
         try:
             key = jwt.PyJWK(item)
-        except jwt.PyJWTError:
-            continue  # a key type or algorithm we do not accept
-        if item.get("kid"):
-            keys[item["kid"]] = key
+        except (jwt.PyJWTError, ValueError, TypeError, KeyError, AttributeError):
+            continue  # a key type or algorithm we do not accept, or a malformed key
+        keys[item["kid"]] = key
     return _KeySet(keys, time.monotonic())
 
 
@@ -68,22 +81,35 @@ def _signing_key(config: dict, kid: str) -> jwt.PyJWK | None:
     ttl = config.get("jwks_cache_seconds", settings.ELSA_OIDC_JWKS_CACHE_SECONDS)
     refetch_interval = settings.ELSA_OIDC_JWKS_REFETCH_SECONDS
     with _lock:
-        key_set = _key_sets.get(issuer)
+        state = _issuers.setdefault(issuer, _IssuerState())
+        key_set = state.key_set
         now = time.monotonic()
         stale = key_set is None or now - key_set.fetched_at >= ttl
-        # An unknown kid may mean the issuer rotated its keys: refetch once, but no more often than
-        # ELSA_OIDC_JWKS_REFETCH_SECONDS, so random kids cannot turn us into a request amplifier.
-        unknown = key_set is not None and kid not in key_set.keys and now - key_set.fetched_at >= refetch_interval
-        if stale or unknown:
-            try:
-                key_set = _fetch(config)
-                _key_sets[issuer] = key_set
-            except (OSError, ValueError):
-                # Keep serving the last good key set, if any, while the issuer is unreachable.
-                logger.warning("could not fetch the JWKS of an OIDC issuer", extra={"issuer": issuer})
-        if key_set is None:
-            return None
-        return key_set.keys.get(kid)
+        # An unknown kid may mean the issuer rotated its keys. Whatever the reason, at most one fetch
+        # per issuer at a time and none within ELSA_OIDC_JWKS_REFETCH_SECONDS of the last attempt,
+        # failed ones included, so forged tokens cannot turn us into a request amplifier.
+        unknown = key_set is not None and kid not in key_set.keys
+        fetch = (stale or unknown) and not state.fetching and now - state.attempted_at >= refetch_interval
+        if fetch:
+            state.fetching = True
+            state.attempted_at = now
+    if fetch:
+        # Outside the lock: requests arriving meanwhile use the last good key set, or fail at once.
+        try:
+            fetched = _fetch(config)
+        except (OSError, ValueError):
+            fetched = None
+            # Keep serving the last good key set, if any, while the issuer is unreachable.
+            logger.warning("could not fetch the JWKS of an OIDC issuer", extra={"issuer": issuer})
+        finally:
+            with _lock:
+                state.fetching = False
+        if fetched is not None:
+            with _lock:
+                state.key_set = key_set = fetched
+    if key_set is None:
+        return None
+    return key_set.keys.get(kid)
 
 
 def permissions_from_claims(claims: dict) -> frozenset[str]:

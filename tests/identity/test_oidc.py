@@ -18,18 +18,21 @@ AUDIENCE = "elsa-api"
 
 
 class JwksServer:
-    """Serves {"keys": [...]} at /jwks and counts fetches."""
+    """Serves {"keys": [...]} at /jwks and counts fetches; `status` and `delay` make it fail or lag."""
 
     def __init__(self):
         self.keys: list[dict] = []
         self.hits = 0
+        self.status = 200
+        self.delay = 0.0
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802
                 server.hits += 1
-                body = json.dumps({"keys": server.keys}).encode()
-                self.send_response(200)
+                time.sleep(server.delay)
+                body = json.dumps({"keys": server.keys}).encode() if server.status == 200 else b""
+                self.send_response(server.status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -222,3 +225,39 @@ def test_jwks_file_is_supported(client, jwks, settings, tmp_path):
     path.write_text(json.dumps({"keys": [key.jwk]}))
     settings.ELSA_OIDC_ISSUERS = [{"issuer": ISSUER, "audience": AUDIENCE, "jwks_file": str(path)}]
     assert get_me(client, key.token()).status_code == 200
+
+
+def test_unreachable_jwks_is_fetched_at_most_once_per_refetch_interval(client, jwks, settings):
+    settings.ELSA_OIDC_JWKS_REFETCH_SECONDS = 30
+    jwks.status = 500
+    key = SigningKey("k1")
+    for _ in range(10):
+        assert get_me(client, key.token()).status_code == 401
+    assert jwks.hits == 1
+
+
+def test_slow_jwks_fetch_does_not_hold_up_other_requests(jwks, settings):
+    from identity import oidc
+
+    settings.ELSA_OIDC_JWKS_REFETCH_SECONDS = 30
+    jwks.status, jwks.delay = 500, 1.0
+    token = SigningKey("k1").token()
+    started = time.monotonic()
+    threads = [threading.Thread(target=oidc.oidc_principal, args=(token, ISSUER)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # One request waits for the one fetch; the others fail at once instead of queueing behind it.
+    assert jwks.hits == 1
+    assert time.monotonic() - started < 2.0
+
+
+@pytest.mark.parametrize(
+    "document", [[], {"keys": "abc"}, {"keys": ["abc"]}, {"keys": [{"kty": "RSA", "kid": ["x"]}]}, "null"]
+)
+def test_malformed_jwks_document_is_401_not_500(client, jwks, settings, tmp_path, document):
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps(document))
+    settings.ELSA_OIDC_ISSUERS = [{"issuer": ISSUER, "audience": AUDIENCE, "jwks_file": str(path)}]
+    assert get_me(client, SigningKey("k1").token()).status_code == 401
