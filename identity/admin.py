@@ -7,6 +7,7 @@ from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.hashers import make_password
 from django.contrib.auth.models import Group
+from django.db import transaction
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from rest_framework_simplejwt.token_blacklist.admin import BlacklistedTokenAdmin, OutstandingTokenAdmin
@@ -14,7 +15,7 @@ from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, Ou
 
 from audit.actors import actor_from_request
 from audit.admin import AuditedModelAdmin
-from identity import invalidation, services
+from identity import invalidation, services, tokens
 from identity.models import ApiKey, Application, Role, User
 from identity.permissions import known_permissions
 
@@ -68,6 +69,19 @@ class UserAdmin(DjangoUserAdmin, AuditedModelAdmin):
         super().save_model(request, obj, form, change)
         # Disabling a user here refuses its access tokens in every process within a second.
         invalidation.publish(f"user:{obj.pk}")
+
+    def user_change_password(self, request, id, form_url=""):
+        # Django's password view saves the form without save_model or save_related: audit it through
+        # log_change, which it calls only after a successful change, in one transaction with it.
+        request._elsa_password_view = True
+        with transaction.atomic():
+            return super().user_change_password(request, id, form_url)
+
+    def log_change(self, request, obj, message):
+        if getattr(request, "_elsa_password_view", False):
+            self._audit(request, obj, action="updated", fields=["password"])
+            tokens.user_refresh_tokens_revoke(obj.pk)
+        return super().log_change(request, obj, message)
 
     def delete_model(self, request, obj):
         pk = obj.pk

@@ -379,6 +379,8 @@ def user_update(*, user: User, actor: Actor, caller_permissions: frozenset[str] 
     if "password" in changes:
         _check_password_strength(changes["password"], user)
         user.set_password(changes["password"])
+        # A stolen refresh token must not outlive a password reset (access tokens run out within the hour).
+        tokens.user_refresh_tokens_revoke(user.pk)
         changed.append("password")
     user.save()
     if "roles" in changes:

@@ -112,13 +112,22 @@ def refresh_token_use(payload: dict) -> bool:
     return created
 
 
-def token_family_revoke(family: str) -> int:
-    """Blacklist every outstanding refresh token of a family (reuse detected, or logout)."""
+def _outstanding_revoke(outstanding_tokens) -> int:
     revoked = 0
-    for outstanding in OutstandingToken.objects.filter(token=FAMILY_MARKER + family, blacklistedtoken__isnull=True):
+    for outstanding in outstanding_tokens.filter(blacklistedtoken__isnull=True):
         _, created = BlacklistedToken.objects.get_or_create(token=outstanding)
         revoked += int(created)
     return revoked
+
+
+def token_family_revoke(family: str) -> int:
+    """Blacklist every outstanding refresh token of a family (reuse detected, or logout)."""
+    return _outstanding_revoke(OutstandingToken.objects.filter(token=FAMILY_MARKER + family))
+
+
+def user_refresh_tokens_revoke(user_id: int) -> int:
+    """Blacklist every outstanding refresh token of a database user (its password was changed)."""
+    return _outstanding_revoke(OutstandingToken.objects.filter(user_id=user_id))
 
 
 def _principal_valid_until(actor_type: str, actor_id: str) -> float | None | bool:

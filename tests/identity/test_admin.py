@@ -116,3 +116,29 @@ def test_disabling_a_user_in_the_admin_refuses_its_access_token(client, staff):
     user.refresh_from_db()
     assert user.is_active is False
     assert api.get("/elsa/api/identity/me", HTTP_AUTHORIZATION=f"Bearer {token}").status_code == 401
+
+
+def test_password_change_in_the_admin_is_audited_and_revokes_refresh_tokens(client, staff):
+    from django.test import Client
+
+    from tests.identity.conftest import audit_events, event_text
+    from tests.identity.factories import PASSWORD, UserFactory
+
+    user = UserFactory()
+    api = Client()
+    refresh = api.post(
+        "/elsa/api/identity/login", {"username": user.username, "password": PASSWORD}, "application/json"
+    ).json()["refresh_token"]
+    new_password = "new-password-for-victim-9"
+    response = client.post(
+        f"/admin/identity/user/{user.pk}/password/",
+        {"password1": new_password, "password2": new_password, "usable_password": "true"},
+    )
+    assert response.status_code == 302
+    user.refresh_from_db()
+    assert user.check_password(new_password)
+    event = [e for e in audit_events("config.changed") if e.resource_type == "user"][-1]
+    assert event.resource_id == str(user.pk) and event.context["fields"] == ["password"]
+    assert new_password not in event_text(event)
+    refreshed = api.post("/elsa/api/identity/refresh-token", {"refresh_token": refresh}, "application/json")
+    assert refreshed.status_code == 401

@@ -275,3 +275,16 @@ def test_rotating_an_application_needs_every_permission_it_holds(client):
     assert _refused(client.post(f"{API}/applications/{target.pk}/disable", **headers))
     assert _refused(client.delete(f"{API}/applications/{target.pk}", **headers))
     assert Application.objects.get(pk=target.pk).enabled
+
+
+def test_password_change_revokes_the_users_refresh_tokens(client):
+    user = UserFactory()
+    refresh = client.post(f"{API}/login", {"username": user.username, "password": PASSWORD}, "application/json").json()[
+        "refresh_token"
+    ]
+    headers = principal_headers("update:user")
+    response = client.patch(
+        f"{API}/users/{user.pk}", {"password": "another-long-password-7"}, "application/json", **headers
+    )
+    assert response.status_code == 200, response.content
+    assert client.post(f"{API}/refresh-token", {"refresh_token": refresh}, "application/json").status_code == 401
