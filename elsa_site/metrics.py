@@ -13,6 +13,10 @@ HTTP_REQUESTS = Counter("elsa_http_requests_total", "HTTP requests answered", ["
 HTTP_LATENCY = Histogram("elsa_http_request_duration_seconds", "HTTP request latency", ["method", "route"])
 
 
+# Any token is a valid HTTP method to gunicorn: labelling made-up ones as "other" bounds the series.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 class RequestMetricsMiddleware:
     """Counts requests by route pattern (never the raw path: ids and tokens would explode cardinality)."""
 
@@ -24,8 +28,9 @@ class RequestMetricsMiddleware:
         response = self.get_response(request)
         match = getattr(request, "resolver_match", None)
         route = match.route if match and match.route else "unmatched"
-        HTTP_REQUESTS.labels(request.method, route, str(response.status_code)).inc()
-        HTTP_LATENCY.labels(request.method, route).observe(time.perf_counter() - started)
+        method = request.method if request.method in KNOWN_METHODS else "other"
+        HTTP_REQUESTS.labels(method, route, str(response.status_code)).inc()
+        HTTP_LATENCY.labels(method, route).observe(time.perf_counter() - started)
         return response
 
 

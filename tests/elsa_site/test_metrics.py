@@ -22,3 +22,11 @@ def test_metrics_are_prometheus_text_counting_requests_by_route(client):
     assert response["Content-Type"].startswith("text/plain")
     text = response.content.decode()
     assert 'elsa_http_requests_total{method="GET",route="health/live",status="200"}' in text
+
+
+def test_made_up_http_methods_share_one_other_label(client):
+    for i in range(20):
+        client.generic(f"X{i:04d}", "/health/live")
+    text = client.get("/metrics", **principal_headers("read:metrics")).content.decode()
+    assert 'elsa_http_requests_total{method="other",route="health/live"' in text
+    assert 'method="X0001"' not in text
