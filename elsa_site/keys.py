@@ -1,5 +1,6 @@
 """Secrets for settings: from the environment, generated once into var/ in development."""
 
+import base64
 import fcntl
 import json
 import os
@@ -12,6 +13,10 @@ from django.core.exceptions import ImproperlyConfigured
 # Minimum lengths for values an operator supplies; shorter ones are refused in production.
 MIN_SECRET_KEY_LENGTH = 50
 MIN_SIGNING_KEY_LENGTH = 32
+# Every secret (and the 32 bytes of each Fernet key) needs this many distinct characters and must not be
+# a shorter run repeated: "a" * 32 or "0123456789" * 4 is long but guessable. A random hex string of
+# 32 characters has fewer than 8 distinct ones with odds below one in ten million.
+MIN_DISTINCT_CHARACTERS = 8
 
 _GENERATORS = {
     "ELSA_SECRET_KEY": lambda: secrets.token_urlsafe(64),
@@ -22,23 +27,34 @@ _GENERATORS = {
 _WEAK_VALUES = {"", "changeme", "secret", "insecure", "django-insecure", "password"}
 
 
+def looks_random(value: str | bytes) -> bool:
+    """At least MIN_DISTINCT_CHARACTERS distinct characters (or bytes), and not a shorter run repeated."""
+    if len(set(value)) < MIN_DISTINCT_CHARACTERS:
+        return False
+    # Periodic with period p (whole or cut-off repeats of value[:p]) exactly when value[p:] == value[:-p].
+    return not any(value[p:] == value[:-p] for p in range(1, len(value) // 2 + 1))
+
+
 def validate_secret(name: str, value: str) -> None:
     """Raise ImproperlyConfigured naming the variable when a secret is missing or weak."""
     if value.strip().lower() in _WEAK_VALUES or value.startswith("django-insecure"):
         raise ImproperlyConfigured(f"{name} is missing or insecure; set a strong random value.")
-    if name == "ELSA_SECRET_KEY" and (len(value) < MIN_SECRET_KEY_LENGTH or len(set(value)) < 5):
+    if name == "ELSA_SECRET_KEY" and (len(value) < MIN_SECRET_KEY_LENGTH or not looks_random(value)):
         raise ImproperlyConfigured(f"{name} must be at least {MIN_SECRET_KEY_LENGTH} random characters.")
-    if name == "ELSA_SIGNING_KEY" and len(value) < MIN_SIGNING_KEY_LENGTH:
-        raise ImproperlyConfigured(f"{name} must be at least {MIN_SIGNING_KEY_LENGTH} characters.")
+    if name == "ELSA_SIGNING_KEY" and (len(value) < MIN_SIGNING_KEY_LENGTH or not looks_random(value)):
+        raise ImproperlyConfigured(f"{name} must be at least {MIN_SIGNING_KEY_LENGTH} random characters.")
     if name == "ELSA_ENCRYPTION_KEYS":
+        message = f"{name} must be comma-separated random Fernet keys (32 url-safe base64 bytes each)."
         for key in value.split(","):
             try:
                 Fernet(key.strip().encode())
+                raw = base64.urlsafe_b64decode(key.strip().encode())
             except (ValueError, TypeError) as exc:
                 # Never echo the key itself: only which variable is wrong.
-                raise ImproperlyConfigured(
-                    f"{name} must be comma-separated Fernet keys (32 url-safe base64 bytes each)."
-                ) from exc
+                raise ImproperlyConfigured(message) from exc
+            # Fernet accepts any 32 bytes, base64(bytes(32)) included.
+            if not looks_random(raw):
+                raise ImproperlyConfigured(message)
 
 
 def load_secret(name: str, *, environ_value: str | None, production: bool, var_dir: Path) -> str:

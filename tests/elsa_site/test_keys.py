@@ -1,6 +1,9 @@
+import base64
+import secrets
 import stat
 
 import pytest
+from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
 from elsa_site.keys import load_secret
@@ -23,3 +26,33 @@ def test_production_never_generates(tmp_path):
     with pytest.raises(ImproperlyConfigured, match="ELSA_SIGNING_KEY"):
         load_secret("ELSA_SIGNING_KEY", environ_value=None, production=True, var_dir=tmp_path)
     assert not (tmp_path / "keys.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("variable", "weak"),
+    [
+        ("ELSA_SIGNING_KEY", "a" * 32),
+        ("ELSA_SIGNING_KEY", "0123456789" * 4),
+        ("ELSA_SECRET_KEY", "abcdefghij" * 6),
+        ("ELSA_ENCRYPTION_KEYS", base64.urlsafe_b64encode(bytes(32)).decode()),
+        ("ELSA_ENCRYPTION_KEYS", Fernet.generate_key().decode() + "," + base64.urlsafe_b64encode(b"ab" * 16).decode()),
+    ],
+)
+def test_long_but_guessable_secrets_are_refused_without_echoing_them(tmp_path, variable, weak):
+    with pytest.raises(ImproperlyConfigured, match=variable) as refused:
+        load_secret(variable, environ_value=weak, production=True, var_dir=tmp_path)
+    assert weak not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("variable", "generate"),
+    [
+        ("ELSA_SECRET_KEY", lambda: secrets.token_urlsafe(64)),
+        ("ELSA_SIGNING_KEY", lambda: secrets.token_hex(16)),
+        ("ELSA_ENCRYPTION_KEYS", lambda: Fernet.generate_key().decode()),
+    ],
+)
+def test_random_secrets_are_accepted(tmp_path, variable, generate):
+    for _ in range(200):
+        value = generate()
+        assert load_secret(variable, environ_value=value, production=True, var_dir=tmp_path) == value
