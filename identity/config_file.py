@@ -15,6 +15,8 @@ from identity.apikeys import api_key_hash
 from identity.principals import Principal
 
 ID_PREFIX = "config:"
+# Tags every verification-cache entry built from the file: a new version of the file drops them all.
+FILE_TAG = "identity-file"
 logger = logging.getLogger("elsa.identity")
 
 
@@ -115,20 +117,40 @@ def identity_file() -> IdentityFile:
     try:
         key = (path, os.stat(path).st_mtime_ns)
     except OSError as exc:
+        if _cache:
+            _forget_version()
         raise IdentityFileError(f"ELSA_IDENTITY_FILE {path} cannot be read.") from exc
     cached = _cache.get(key)
     if cached is not None:
         return cached
     with _lock:
+        cached = _cache.get(key)
+        if cached is not None:
+            return cached  # another thread read this version meanwhile
+        # Whatever the previous version granted (or refused) is dropped, even if this one is broken.
+        _forget_version()
         try:
             with open(path, encoding="utf-8") as fh:
                 data = json.load(fh)
         except (OSError, ValueError) as exc:
             raise IdentityFileError(f"ELSA_IDENTITY_FILE {path} is not readable JSON.") from exc
         parsed = parse_identity_file(data)
-        _cache.clear()
         _cache[key] = parsed
         return parsed
+
+
+def _forget_version() -> None:
+    # Each process reads the file itself, so a local invalidation is enough: no push needed.
+    _cache.clear()
+    invalidation.cache.invalidate({FILE_TAG})
+
+
+def identity_file_refresh() -> None:
+    """Notice a new version of the file now (one stat), dropping every principal cached from the old one."""
+    try:
+        identity_file()
+    except IdentityFileError:
+        pass  # usable_identity_file() logs it when the file's identities are looked up
 
 
 _vetted: dict[tuple[str, int], bool] = {}
@@ -212,7 +234,7 @@ def _config_app_principal(app: ConfigApplication) -> Principal:
         principal = Principal(
             "application", ID_PREFIX + app.client_id, app.name, role_permissions(app.roles), source="apikey"
         )
-        invalidation.cache.put(cache_key, principal, tags={"roles"}, if_generation=generation)
+        invalidation.cache.put(cache_key, principal, tags={"roles", FILE_TAG}, if_generation=generation)
     return principal
 
 

@@ -153,11 +153,19 @@ def principal_is_active(actor_type: str, actor_id: str) -> bool:
     """Whether a token's principal is still enabled: cached per process, invalidated by push."""
     invalidation.listener.ensure_started()
     key = f"{actor_type}:{actor_id}"
+    tags = {key}
+    if actor_id.startswith(CONFIG_ID_PREFIX):
+        from identity import config_file
+
+        # A principal of the identity file is removed by editing the file: a stat per request notices
+        # a new version at once and drops the states cached from the old one.
+        config_file.identity_file_refresh()
+        tags.add(config_file.FILE_TAG)
     cached = invalidation.cache.get(f"state:{key}")
     if cached is None:
         generation = invalidation.cache.generation
         cached = (_principal_valid_until(actor_type, actor_id),)
-        invalidation.cache.put(f"state:{key}", cached, tags={key}, if_generation=generation)
+        invalidation.cache.put(f"state:{key}", cached, tags=tags, if_generation=generation)
     (state,) = cached
     if state is False:
         return False

@@ -186,3 +186,31 @@ def test_a_server_started_without_checks_still_refuses_duplicated_file_identitie
     )
     assert response.status_code == 401
     assert client.get(f"{API}/me", HTTP_X_API_KEY="file-api-key-0123456789-abcdefghijklmnop").status_code == 401
+
+
+def rewrite(path, change) -> None:
+    """Edit the identity file as an operator would, with a later mtime than the version read before."""
+    import os
+
+    data = json.loads(path.read_text())
+    change(data["Identity"])
+    before = os.stat(path).st_mtime_ns
+    path.write_text(json.dumps(data))
+    os.utime(path, ns=(before + 10_000_000, before + 10_000_000))
+
+
+def test_user_removed_from_the_file_is_refused_on_the_next_request(client, identity_file):
+    login = client.post(
+        f"{API}/login", {"username": "fileuser", "password": "file user password 1"}, "application/json"
+    )
+    bearer = {"HTTP_AUTHORIZATION": f"Bearer {login.json()['access_token']}"}
+    assert client.get(f"{API}/me", **bearer).status_code == 200  # its state is now cached
+    rewrite(identity_file, lambda section: section.update(Users=[]))
+    assert client.get(f"{API}/me", **bearer).status_code == 401
+
+
+def test_file_application_role_change_reaches_its_api_key_on_the_next_request(client, identity_file):
+    key = {"HTTP_X_API_KEY": "file-api-key-0123456789-abcdefghijklmnop"}
+    assert "*" in client.get(f"{API}/me", **key).json()["permissions"]  # its principal is now cached
+    rewrite(identity_file, lambda section: section["Applications"][0].update(Roles=["ops"]))
+    assert client.get(f"{API}/me", **key).json()["permissions"] == ["read:role", "read:user"]
