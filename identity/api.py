@@ -195,12 +195,18 @@ def _caller(request) -> frozenset[str]:
     return frozenset(request.user.permissions)
 
 
+MAX_OFFSET = 2**31 - 1
+
+
 def _page(request, queryset, serializer_class) -> Response:
     try:
         limit = min(max(int(request.query_params.get("limit", 50)), 1), 200)
         offset = max(int(request.query_params.get("offset", 0)), 0)
     except ValueError as exc:
         raise exceptions.ValidationError({"limit": "limit and offset must be integers."}) from exc
+    # PostgreSQL's OFFSET is a bigint: a larger one would fail in the database (500).
+    if offset > MAX_OFFSET:
+        raise exceptions.ValidationError({"offset": f"offset must be at most {MAX_OFFSET}."})
     items = list(queryset[offset : offset + limit + 1])
     body = {"items": serializer_class(items[:limit], many=True).data}
     body["next_offset"] = offset + limit if len(items) > limit else None

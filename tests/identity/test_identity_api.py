@@ -288,3 +288,11 @@ def test_password_change_revokes_the_users_refresh_tokens(client):
     )
     assert response.status_code == 200, response.content
     assert client.post(f"{API}/refresh-token", {"refresh_token": refresh}, "application/json").status_code == 401
+
+
+@pytest.mark.parametrize("path", ["roles", "users", "applications"])
+def test_list_offset_beyond_the_bound_is_400(client, path):
+    headers = principal_headers("read:role", "read:user", "read:application")
+    response = client.get(f"{API}/{path}?offset=" + "9" * 30, **headers)
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid"
+    assert client.get(f"{API}/{path}?offset={2**31 - 1}", **headers).json()["items"] == []
