@@ -168,20 +168,31 @@ def token_refresh(*, refresh_token: str, actor: Actor) -> dict:
     actor_type, actor_id = tokens.refresh_token_subject(payload)
     family = tokens.refresh_token_family(payload)
     pair = None
+    disabled = False
     with transaction.atomic():
         # One transaction from the blacklist row to the new pair: a concurrent reuse waits for it,
         # then revokes the family including the pair issued here.
         if tokens.refresh_token_use(payload):
             subject = _current_subject(actor_type, actor_id)
             if subject is None:
-                raise InvalidCredentials("The account is disabled.")
-            pair = tokens.token_pair_issue(subject, family=family)
-            audit_record(
-                event_type="identity.refresh",
-                action="rotate",
-                resource=(actor_type or "user", actor_id),
-                actor=Actor(actor_type or "user", actor_id, actor.ip, subject.actor_name),
-            )
+                # Committed before the 401: the family stays revoked even if the account is enabled again.
+                disabled = True
+                audit_record(
+                    event_type="identity.refresh",
+                    action="rotate",
+                    result=FAILURE,
+                    resource=(actor_type or "user", actor_id),
+                    actor=actor,
+                    context={"reason": "account_disabled", "revoked": tokens.token_family_revoke(family)},
+                )
+            else:
+                pair = tokens.token_pair_issue(subject, family=family)
+                audit_record(
+                    event_type="identity.refresh",
+                    action="rotate",
+                    resource=(actor_type or "user", actor_id),
+                    actor=Actor(actor_type or "user", actor_id, actor.ip, subject.actor_name),
+                )
         else:
             revoked = tokens.token_family_revoke(family)
             audit_record(
@@ -192,6 +203,8 @@ def token_refresh(*, refresh_token: str, actor: Actor) -> dict:
                 actor=actor,
                 context={"reason": "reuse_detected", "revoked": revoked},
             )
+    if disabled:
+        raise InvalidCredentials("The account is disabled.")
     if pair is None:
         raise InvalidCredentials("The refresh token is invalid, expired or already used.")
     return pair

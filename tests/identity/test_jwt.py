@@ -182,6 +182,19 @@ def test_disabled_user_cannot_log_in_or_refresh(client, user):
     assert client.post(REFRESH, {"refresh_token": pair["refresh_token"]}, "application/json").status_code == 401
 
 
+def test_refresh_refused_for_a_disabled_account_is_audited_and_stays_revoked(client, user):
+    pair = login(client, user.username).json()
+    user.is_active = False
+    user.save()
+    assert client.post(REFRESH, {"refresh_token": pair["refresh_token"]}, "application/json").status_code == 401
+    event = audit_events("identity.refresh")[-1]
+    assert event.result == "failure" and event.context["reason"] == "account_disabled"
+    # Enabled again, the user signs in anew: the token presented while disabled stays spent.
+    user.is_active = True
+    user.save()
+    assert client.post(REFRESH, {"refresh_token": pair["refresh_token"]}, "application/json").status_code == 401
+
+
 @pytest.mark.parametrize(
     "mutate",
     [
