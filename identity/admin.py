@@ -7,6 +7,7 @@ from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.hashers import make_password
 from django.contrib.auth.models import Group
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -18,6 +19,8 @@ from audit.admin import AuditedModelAdmin
 from identity import invalidation, services, tokens
 from identity.models import ApiKey, Application, Role, User
 from identity.permissions import known_permissions
+
+BUILTIN_ROLE = "admin"
 
 
 class RoleAdminForm(forms.ModelForm):
@@ -50,11 +53,19 @@ class RoleAdmin(AuditedModelAdmin):
         super().save_model(request, obj, form, change)
         invalidation.publish("roles")
 
+    def has_delete_permission(self, request, obj=None):
+        # As in services.role_delete: every principal relying on the built-in role would lose `*`.
+        if obj is not None and obj.name == BUILTIN_ROLE:
+            return False
+        return super().has_delete_permission(request, obj)
+
     def delete_model(self, request, obj):
         super().delete_model(request, obj)
         invalidation.publish("roles")
 
     def delete_queryset(self, request, queryset):
+        if queryset.filter(name=BUILTIN_ROLE).exists():
+            raise PermissionDenied
         super().delete_queryset(request, queryset)
         invalidation.publish("roles")
 

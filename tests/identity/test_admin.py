@@ -142,3 +142,12 @@ def test_password_change_in_the_admin_is_audited_and_revokes_refresh_tokens(clie
     assert new_password not in event_text(event)
     refreshed = api.post("/elsa/api/identity/refresh-token", {"refresh_token": refresh}, "application/json")
     assert refreshed.status_code == 401
+
+
+def test_the_builtin_admin_role_cannot_be_deleted_in_the_admin(client, staff):
+    role = Role.objects.get(name="admin")
+    assert client.post(f"/admin/identity/role/{role.pk}/delete/", {"post": "yes"}).status_code == 403
+    client.post(
+        "/admin/identity/role/", {"action": "delete_selected", "_selected_action": [str(role.pk)], "post": "yes"}
+    )
+    assert Role.objects.filter(name="admin").exists()
