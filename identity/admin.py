@@ -17,14 +17,49 @@ from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, Ou
 from audit.actors import actor_from_request
 from audit.admin import AuditedModelAdmin
 from identity import invalidation, services, tokens
-from identity.models import ApiKey, Application, Role, User
+from identity.models import ApiKey, Application, Role, User, permissions_of_roles
 from identity.permissions import known_permissions
 
 BUILTIN_ROLE = "admin"
 
 
+def _holds(request, permissions) -> bool:
+    """Whether the admin user holds `*` or every one of `permissions` (superusers hold `*`)."""
+    held = request.user.permissions
+    return "*" in held or set(permissions or []) <= held
+
+
+class HeldPermissionsAdmin(AuditedModelAdmin):
+    """Staff without `*` change, delete and grant only what they hold, as callers of the API do.
+
+    Stricter than the API (which lets a caller disable a principal it could not take over), to stay
+    simple: an object holding a permission the staff user lacks is read-only to it.
+    """
+
+    def object_permissions(self, obj) -> frozenset[str]:
+        raise NotImplementedError
+
+    def has_change_permission(self, request, obj=None):
+        if obj is not None and not _holds(request, self.object_permissions(obj)):
+            return False
+        return super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        if obj is not None and not _holds(request, self.object_permissions(obj)):
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def formfield_for_manytomany(self, db_field, request, **kwargs):
+        if db_field.name == "roles" and "*" not in request.user.permissions:
+            grantable = [role.pk for role in Role.objects.all() if _holds(request, role.permissions)]
+            kwargs["queryset"] = Role.objects.filter(pk__in=grantable)
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
+
+
 class RoleAdminForm(forms.ModelForm):
     permissions = forms.MultipleChoiceField(required=False, widget=forms.CheckboxSelectMultiple)
+    # The permissions the editing staff user holds, unless it holds `*` (see RoleAdmin.get_form).
+    grantable: frozenset[str] | None = None
 
     class Meta:
         model = Role
@@ -35,6 +70,8 @@ class RoleAdminForm(forms.ModelForm):
         # Built per form: the registry grows as apps declare HasPermission(...) strings.
         current = list(self.instance.permissions or []) if self.instance.pk else []
         choices = sorted(set(known_permissions()) | set(current))
+        if self.grantable is not None:
+            choices = [p for p in choices if p in self.grantable]
         self.fields["permissions"].choices = [(p, p) for p in choices]
         self.initial.setdefault("permissions", current)
 
@@ -43,11 +80,19 @@ class RoleAdminForm(forms.ModelForm):
 
 
 @admin.register(Role)
-class RoleAdmin(AuditedModelAdmin):
+class RoleAdmin(HeldPermissionsAdmin):
     audit_resource_type = "role"
     form = RoleAdminForm
     list_display = ("name", "description", "created_at")
     search_fields = ("name",)
+
+    def object_permissions(self, obj) -> frozenset[str]:
+        return frozenset(obj.permissions or [])
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change, **kwargs)
+        held = request.user.permissions
+        return form if "*" in held else type(form.__name__, (form,), {"grantable": frozenset(held)})
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
@@ -71,10 +116,20 @@ class RoleAdmin(AuditedModelAdmin):
 
 
 @admin.register(User)
-class UserAdmin(DjangoUserAdmin, AuditedModelAdmin):
+class UserAdmin(DjangoUserAdmin, HeldPermissionsAdmin):
     audit_resource_type = "user"
     fieldsets = (*DjangoUserAdmin.fieldsets, ("Elsa roles", {"fields": ("roles",)}))
     filter_horizontal = (*DjangoUserAdmin.filter_horizontal, "roles")
+
+    def object_permissions(self, obj) -> frozenset[str]:
+        return obj.permissions
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = super().get_readonly_fields(request, obj)
+        # Superuser status and Django permissions are beyond any role: only a superuser grants them.
+        if not request.user.is_superuser:
+            fields = (*fields, "is_superuser", "groups", "user_permissions")
+        return fields
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
@@ -142,7 +197,7 @@ def _secrets_page(request, application, *, client_secret, api_key, continue_url)
 
 
 @admin.register(Application)
-class ApplicationAdmin(AuditedModelAdmin):
+class ApplicationAdmin(HeldPermissionsAdmin):
     audit_resource_type = "application"
     form = ApplicationAdminForm
     list_display = ("name", "client_id", "enabled", "expires_at", "last_used_at")
@@ -152,6 +207,9 @@ class ApplicationAdmin(AuditedModelAdmin):
     filter_horizontal = ("roles",)
     inlines = [ApiKeyInline]
     actions = ["rotate_credentials", "disable_applications"]
+
+    def object_permissions(self, obj) -> frozenset[str]:
+        return permissions_of_roles(obj.roles.all())
 
     def save_model(self, request, obj, form, change):
         if not change:
@@ -197,12 +255,16 @@ class ApplicationAdmin(AuditedModelAdmin):
         if queryset.count() != 1:
             self.message_user(request, "Rotate one application at a time.", level=messages.ERROR)
             return None
-        application, api_key, client_secret = services.application_rotate(
-            application=queryset.get(),
-            rotate_client_secret=True,
-            actor=actor_from_request(request),
-            caller_permissions=request.user.permissions,
-        )
+        try:
+            application, api_key, client_secret = services.application_rotate(
+                application=queryset.get(),
+                rotate_client_secret=True,
+                actor=actor_from_request(request),
+                caller_permissions=request.user.permissions,
+            )
+        except services.ExceedsOwnPermissions as exc:
+            self.message_user(request, exc.message, level=messages.ERROR)
+            return None
         return _secrets_page(
             request,
             application,
@@ -214,10 +276,15 @@ class ApplicationAdmin(AuditedModelAdmin):
     @admin.action(description="Disable selected applications")
     def disable_applications(self, request, queryset):
         actor = actor_from_request(request)
-        for application in queryset:
-            services.application_set_enabled(
-                application=application, enabled=False, actor=actor, caller_permissions=request.user.permissions
-            )
+        try:
+            with transaction.atomic():  # all of them or none
+                for application in queryset:
+                    services.application_set_enabled(
+                        application=application, enabled=False, actor=actor, caller_permissions=request.user.permissions
+                    )
+        except services.ExceedsOwnPermissions as exc:
+            self.message_user(request, exc.message, level=messages.ERROR)
+            return
         self.message_user(request, f"Disabled {queryset.count()} application(s).")
 
 

@@ -151,3 +151,53 @@ def test_the_builtin_admin_role_cannot_be_deleted_in_the_admin(client, staff):
         "/admin/identity/role/", {"action": "delete_selected", "_selected_action": [str(role.pk)], "post": "yes"}
     )
     assert Role.objects.filter(name="admin").exists()
+
+
+@pytest.fixture
+def limited_staff(client):
+    """A staff user (not a superuser) with Django's admin permissions but only user and role permissions."""
+    from django.contrib.auth.models import Permission
+
+    from tests.identity.factories import RoleFactory, UserFactory
+
+    user = UserFactory(is_staff=True, roles=[RoleFactory(permissions=["read:user", "update:user", "read:role"])])
+    codenames = [
+        f"{verb}_{model}" for verb in ("view", "add", "change", "delete") for model in ("user", "role", "application")
+    ]
+    user.user_permissions.set(Permission.objects.filter(content_type__app_label="identity", codename__in=codenames))
+    client.force_login(user)
+    return user
+
+
+def test_staff_without_star_cannot_change_a_superusers_password_in_the_admin(client, limited_staff):
+    from identity.models import User
+
+    root = User.objects.create_superuser(username="root", password="root-password-long-1")
+    response = client.post(
+        f"/admin/identity/user/{root.pk}/password/",
+        {"password1": "attacker-password-42x", "password2": "attacker-password-42x", "usable_password": "true"},
+    )
+    assert response.status_code == 403
+    root.refresh_from_db()
+    assert root.check_password("root-password-long-1")
+    assert client.post(f"/admin/identity/user/{root.pk}/delete/", {"post": "yes"}).status_code == 403
+
+
+def test_staff_without_star_can_grant_only_permissions_it_holds_in_the_admin(client, limited_staff):
+    client.post("/admin/identity/role/add/", {"name": "escalate", "description": "", "permissions": ["*"]})
+    assert not Role.objects.filter(name="escalate").exists()
+    client.post("/admin/identity/role/add/", {"name": "viewer", "description": "", "permissions": ["read:user"]})
+    assert Role.objects.get(name="viewer").permissions == ["read:user"]
+    admin_role = Role.objects.get(name="admin")
+    page = client.get("/admin/identity/application/add/").content.decode()
+    assert f'value="{admin_role.pk}"' not in page
+
+
+def test_staff_without_star_cannot_rotate_a_star_application_in_the_admin(client, limited_staff):
+    application, _ = application_with_key("*")
+    response = client.post(
+        "/admin/identity/application/",
+        {"action": "rotate_credentials", "_selected_action": [str(application.pk)]},
+    )
+    assert response.status_code == 302
+    assert ApiKey.objects.filter(application=application).count() == 1
