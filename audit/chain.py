@@ -235,3 +235,14 @@ def checkpoint_signature(*, key: str, event_id: int, event_hash: str, created: d
     """HMAC-SHA256 binding a chain position to its hash and time, under a key kept out of the DB."""
     message = f"{event_id}|{event_hash}|{canonical_timestamp(created)}".encode("ascii")
     return hmac.new(key.encode("utf-8"), message, hashlib.sha256).hexdigest()
+
+
+def export_header_signature(*, key: str, header: dict) -> str:
+    """HMAC-SHA256 of an export's header record (every field but the signature), under the checkpoint key.
+
+    The prefix keeps it apart from checkpoint signatures (whose messages start with a digit), so a
+    signature of one kind can never pass as the other.
+    """
+    fields = {name: value for name, value in header.items() if name != "signature"}
+    message = b"elsa-audit-export|" + _canonical(fields).encode("ascii")
+    return hmac.new(key.encode("utf-8"), message, hashlib.sha256).hexdigest()

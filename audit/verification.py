@@ -23,6 +23,7 @@ from audit.chain import (
     canonical_timestamp,
     checkpoint_signature,
     encode_json,
+    export_header_signature,
     json_value,
 )
 from audit.models import AuditCheckpoint, AuditEvent
@@ -388,40 +389,142 @@ def verify_event(event_id: int) -> VerificationResult:
         return verify_rows(rows, first_id=start, anchor_hash=anchor_hash, anchors=segment, must_reach=end)
 
 
-def verify_export(lines: Iterable[str], *, key: str | None = None) -> VerificationResult:
-    """Verify a JSON Lines export (see export_audit) offline, with its checkpoints if any.
+# An export file (see export_audit): a signed header, the events, then the signed checkpoints.
+EXPORT_FORMAT = 1
+_HEADER_FIELDS = {
+    "record": str,
+    "format": int,
+    "since": str,
+    "created": str,
+    "first_id": (int, type(None)),
+    "first_previous_hash": (str, type(None)),
+    "last_id": (int, type(None)),
+    "last_hash": (str, type(None)),
+    "signature": str,
+}
+_CHECKPOINT_FIELDS = {"record": str, "event_id": int, "event_hash": str, "created": str, "signature": str}
 
-    The first event anchors the file: genesis if it is event #1, else its stored previous hash
-    (the events before it were archived in an earlier export).
-    """
-    events: list[tuple] = []
-    checkpoints: list[tuple] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            return VerificationResult(False, None, len(events), f"line {number} is not JSON")
-        if record.get("record") == "checkpoint":
-            checkpoints.append((record["event_id"], record["event_hash"], record["created"], record["signature"]))
-        else:
+
+class _BadLine(Exception):
+    """A line of an export file that is not a record export_audit writes."""
+
+    def __init__(self, number: int, reason: str, event_id: int | None = None):
+        super().__init__(reason)
+        self.number, self.reason, self.event_id = number, reason, event_id
+
+
+def _well_typed(record: dict, fields: dict) -> str | None:
+    """The first field of `record` that is missing or of the wrong type (bool is no int), or None."""
+    for name, types in fields.items():
+        if name not in record:
+            return f"lacks {name!r}"
+        value = record[name]
+        if isinstance(value, bool) or not isinstance(value, types):
+            return f"has a {name!r} of the wrong type"
+        # Signatures, hashes and timestamps are ASCII; the HMAC code takes nothing else.
+        if isinstance(value, str) and not value.isascii():
+            return f"has a non-ASCII {name!r}"
+    return None
+
+
+def _export_records(path):
+    """(line number, kind, record) of each record of the file, read line by line; _BadLine for a bad one."""
+    with open(path, "rb") as lines:
+        for number, raw in enumerate(lines, start=1):
+            if not raw.strip():
+                continue
             try:
-                event = tuple(record[column] for column in EVENT_COLUMNS)
-            except KeyError as exc:
-                return VerificationResult(False, record.get("id"), len(events), f"line {number} lacks {exc}")
-            # Exports hold JSON values, never JSON text: a string here was not written by export_audit.
-            if isinstance(record["context"], str) or isinstance(record["metadata"], str):
-                return VerificationResult(False, record["id"], len(events), f"line {number} is malformed")
-            events.append(event)
-    if not events:
-        return VerificationResult(True, None, 0, "no events in the file")
-    first_id = events[0][0]
-    anchors = load_anchors(checkpoints, key=key)
-    return verify_rows(
-        events,
-        first_id=first_id,
-        anchor_hash=GENESIS_HASH if first_id == 1 else None,
-        anchors=anchors,
-        must_reach=anchors.highest,
+                record = json.loads(raw.decode("utf-8"))
+            except ValueError:  # UnicodeDecodeError and JSONDecodeError alike
+                raise _BadLine(number, "not a JSON line") from None
+            if not isinstance(record, dict):
+                raise _BadLine(number, "not a JSON object")
+            if "record" not in record:
+                kind = "event"
+                event_id = record.get("id") if type(record.get("id")) is int else None
+                missing = next((column for column in EVENT_COLUMNS if column not in record), None)
+                if missing is not None:
+                    raise _BadLine(number, f"the event lacks {missing!r}", event_id)
+                # Exports hold JSON values, never JSON text: a string here was not written by export_audit.
+                if isinstance(record["context"], str) or isinstance(record["metadata"], str):
+                    raise _BadLine(number, "the event's context or metadata is JSON text", event_id)
+            elif record["record"] in ("header", "checkpoint"):
+                kind = record["record"]
+                problem = _well_typed(record, _HEADER_FIELDS if kind == "header" else _CHECKPOINT_FIELDS)
+                if problem:
+                    raise _BadLine(number, f"the {kind} record {problem}")
+            else:
+                raise _BadLine(number, "not an event, header or checkpoint record")
+            yield number, kind, record
+
+
+def verify_export(path, *, key: str | None = None) -> VerificationResult:
+    """Verify a JSON Lines export (see export_audit) offline, reading the file twice, line by line.
+
+    The first pass reads the signed header and the checkpoints; the second streams the events
+    through verify_rows. The header's signature binds the file to a run of the chain: its events
+    must start at the header's first id, linked to the header's previous hash, and end at its last
+    id with its last hash (the export's own signed checkpoint), so a cut head or tail, an emptied
+    file and a rewritten run (with or without its checkpoint lines) all fail. Every signed
+    checkpoint must name an event of the file.
+    """
+    key = settings.ELSA_AUDIT_CHECKPOINT_KEY if key is None else key
+    header: dict | None = None
+    checkpoints: list[tuple] = []
+    events = 0
+    try:
+        for number, kind, record in _export_records(path):
+            if kind == "header":
+                if header is not None or events or checkpoints:
+                    raise _BadLine(number, "an export header that is not the file's first record")
+                header = record
+            elif header is None:
+                raise _BadLine(number, "the file does not start with a signed export header")
+            elif kind == "checkpoint":
+                checkpoints.append((record["event_id"], record["event_hash"], record["created"], record["signature"]))
+            else:
+                events += 1
+        if header is None:
+            return VerificationResult(False, None, 0, "the file holds no signed export header")
+        if header["format"] != EXPORT_FORMAT:
+            return VerificationResult(False, None, 0, f"export format {header['format']} is not known")
+        expected = export_header_signature(key=key, header=header)
+        # Constant-time compare: the signature is a MAC, never compared with ==.
+        if not hmac.compare_digest(expected, header["signature"]):
+            return VerificationResult(False, None, 0, "the export header has an invalid signature")
+        return _verify_export_events(path, header, load_anchors(checkpoints, key=key), events)
+    except _BadLine as bad:
+        return VerificationResult(False, bad.event_id, 0, f"line {bad.number}: {bad.reason}")
+
+
+def _verify_export_events(path, header: dict, anchors: Anchors, events: int) -> VerificationResult:
+    first, last = header["first_id"], header["last_id"]
+    if first is None or last is None:
+        if events or anchors.hashes or anchors.forged:
+            return VerificationResult(False, None, 0, "the export header says the file holds no events")
+        return VerificationResult(True, None, 0, "no events in the export")
+    outside = sorted(k for k in (*anchors.hashes, *anchors.forged) if not first <= k <= last)
+    if outside:
+        reason = f"a checkpoint names event #{outside[0]}, outside the export's events #{first} to #{last}"
+        return VerificationResult(False, outside[0], 0, reason)
+    end_hash = []
+
+    def rows():
+        for _, kind, record in _export_records(path):
+            if kind == "event":
+                if record["id"] == last:
+                    end_hash.append(record["hash"])
+                yield tuple(record[column] for column in EVENT_COLUMNS)
+
+    result = verify_rows(
+        rows(), first_id=first, anchor_hash=header["first_previous_hash"], anchors=anchors, must_reach=last
     )
+    if not result.is_valid:
+        return result
+    if result.head_id != last:
+        reason = f"event #{last + 1} is beyond the export's last event (#{last})"
+        return replace(result, is_valid=False, first_invalid_id=last + 1, reason=reason)
+    if end_hash != [header["last_hash"]]:
+        reason = f"event #{last} does not match the hash the export header signs (events before it were rewritten)"
+        return replace(result, is_valid=False, first_invalid_id=last, reason=reason)
+    return result

@@ -25,8 +25,10 @@ class Command(BaseCommand):
         started = time.monotonic()
         if options["file"]:
             source = options["file"]
-            with open(source, encoding="utf-8") as lines:
-                result = verification.verify_export(lines)
+            try:
+                result = verification.verify_export(source)
+            except OSError as exc:
+                raise CommandError(f"cannot read {source}: {exc.strerror}") from exc
         else:
             source = "database"
             jobs = options["jobs"] if options["jobs"] is not None else verification.default_jobs()
