@@ -7,6 +7,7 @@ from datetime import datetime
 from django.db.models import QuerySet
 from django.utils.dateparse import parse_datetime
 
+from audit import verification
 from audit.models import AuditEvent
 from elsa_site.errors import InvalidInput, NotFound
 
@@ -83,6 +84,10 @@ def audit_event_get(*, event_id: int) -> AuditEvent:
 
 
 def audit_event_in_chain(*, event_id: int) -> None:
-    """Raise NotFound unless the chain has reached this id (the event itself may have been deleted)."""
-    if event_id < 1 or not AuditEvent.objects.filter(id__gte=event_id).exists():
-        raise NotFound("No audit event with this id.")
+    """Raise NotFound unless the chain has reached this id: an event is stored at or after it, or a
+    validly signed checkpoint names it or a later one (the event itself, even the tail, may have been cut)."""
+    if event_id >= 1 and (
+        AuditEvent.objects.filter(id__gte=event_id).exists() or verification.signed_checkpoint_reaches(event_id)
+    ):
+        return
+    raise NotFound("No audit event with this id.")

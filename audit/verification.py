@@ -295,6 +295,11 @@ def _db_anchors(**filters) -> Anchors:
     )
 
 
+def signed_checkpoint_reaches(event_id: int) -> bool:
+    """Whether a validly signed checkpoint names this event or a later one: the chain reached it."""
+    return _db_anchors(event_id__gte=event_id).highest >= event_id
+
+
 def default_jobs() -> int:
     """The processes verify_audit_chain uses by default: the CPUs this process may run on, at most 4."""
     try:

@@ -7,7 +7,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit.actors import Actor
-from audit.services import audit_record, audit_seal
+from audit.services import audit_checkpoint_create, audit_record, audit_seal
 from tests.audit.helpers import append_events, triggers_disabled
 from tests.identity.factories import principal_headers
 
@@ -160,3 +160,27 @@ def test_verify_of_a_deleted_event_reports_it_missing(api_client, reader):
     response = api_client.get(f"{LIST}/3/verify", **reader)
     assert response.status_code == 200
     assert (response.json()["is_valid"], response.json()["first_invalid_id"]) == (False, 3)
+
+
+@pytest.mark.postgres
+def test_verify_of_an_event_cut_from_a_signed_tail_reports_it_missing(api_client, reader):
+    append_events(5)
+    audit_checkpoint_create()  # signs event 6
+    with triggers_disabled() as cursor:
+        cursor.execute("DELETE FROM audit_auditevent WHERE id >= 4")
+    # Event 5's segment runs from genesis to the checkpoint; event 6's is the checkpoint's own.
+    for event_id, first_invalid_id in ((5, 4), (6, 6)):
+        response = api_client.get(f"{LIST}/{event_id}/verify", **reader)
+        assert response.status_code == 200
+        assert (response.json()["is_valid"], response.json()["first_invalid_id"]) == (False, first_invalid_id)
+
+
+@pytest.mark.postgres
+def test_verify_beyond_a_forged_checkpoint_is_404(api_client, reader):
+    append_events(2)
+    with triggers_disabled() as cursor:
+        cursor.execute(
+            "INSERT INTO audit_auditcheckpoint (event_id, event_hash, created, signature) VALUES (9, %s, now(), %s)",
+            ["a" * 64, "0" * 64],
+        )
+    assert api_client.get(f"{LIST}/9/verify", **reader).status_code == 404
