@@ -92,6 +92,8 @@ class AuditEvent(AppendOnlyModel):
             models.Index(fields=["action"], name="audit_event_action_idx"),
             models.Index(fields=["result"], name="audit_event_result_idx"),
             models.Index(fields=["resource_type", "resource_id"], name="audit_event_resource_idx"),
+            # resource_id is also a filter on its own, and a b-tree serves only its leading column.
+            models.Index(fields=["resource_id"], name="audit_event_resource_id_idx"),
             models.Index(fields=["actor_id"], name="audit_event_actor_idx"),
         ]
         # Two events can never follow the same predecessor: a fork cannot be committed.
