@@ -396,14 +396,13 @@ def audit_checkpoint_create(*, actor: Actor | None = None) -> AuditCheckpoint | 
         ),
     )
     checkpoint.save()
-    # Also written to the log stream, so a copy of every signed head lives outside the database.
-    logger.info(
-        "audit checkpoint",
-        extra={
-            "audit_checkpoint_event_id": event["id"],
-            "audit_checkpoint_hash": event["hash"],
-            "audit_checkpoint_created": canonical_timestamp(created),
-            "audit_checkpoint_signature": checkpoint.signature,
-        },
-    )
+    # Also written to the log stream, so a copy of every signed head lives outside the database;
+    # only once committed: a rolled-back checkpoint's id is reused by the next event, with another hash.
+    extra = {
+        "audit_checkpoint_event_id": event["id"],
+        "audit_checkpoint_hash": event["hash"],
+        "audit_checkpoint_created": canonical_timestamp(created),
+        "audit_checkpoint_signature": checkpoint.signature,
+    }
+    transaction.on_commit(lambda: logger.info("audit checkpoint", extra=extra))
     return checkpoint

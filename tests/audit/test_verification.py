@@ -2,7 +2,7 @@
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.db import connection
+from django.db import connection, transaction
 
 from audit.chain import EVENT_COLUMNS, compute_hash
 from audit.models import AuditCheckpoint, AuditEvent
@@ -232,16 +232,31 @@ def test_forged_checkpoint_beyond_the_head_is_reported():
     assert "invalid signature" in result.reason
 
 
-def test_checkpoint_is_also_written_to_the_log(caplog):
+def test_checkpoint_is_also_written_to_the_log_once_committed(caplog, django_capture_on_commit_callbacks):
     append_events(1)
-    with caplog.at_level("INFO", logger="elsa.audit"):
+    with caplog.at_level("INFO", logger="elsa.audit"), django_capture_on_commit_callbacks() as callbacks:
         checkpoint = audit_checkpoint_create()
+        assert not [r for r in caplog.records if r.getMessage() == "audit checkpoint"]  # not committed yet
+    for callback in callbacks:
+        callback()  # the commit
     record = next(r for r in caplog.records if r.getMessage() == "audit checkpoint")
     assert (record.audit_checkpoint_event_id, record.audit_checkpoint_hash) == (
         checkpoint.event_id,
         checkpoint.event_hash,
     )
     assert record.audit_checkpoint_signature == checkpoint.signature
+
+
+def test_rolled_back_checkpoint_is_not_written_to_the_log(caplog, django_capture_on_commit_callbacks):
+    append_events(1)
+    with caplog.at_level("INFO", logger="elsa.audit"), django_capture_on_commit_callbacks(execute=True):
+        with pytest.raises(RuntimeError), transaction.atomic():
+            audit_checkpoint_create()
+            raise RuntimeError("the commit fails")
+        checkpoint = audit_checkpoint_create()  # the same event id, with another hash
+    records = [r for r in caplog.records if r.getMessage() == "audit checkpoint"]
+    logged = [(r.audit_checkpoint_event_id, r.audit_checkpoint_hash) for r in records]
+    assert logged == [(checkpoint.event_id, checkpoint.event_hash)]
 
 
 def _rehash_alone(cursor, event_id: int) -> None:
