@@ -49,11 +49,36 @@ def require_secure_scheme(url: str) -> None:
     raise OutboundRefused(f"Plain http to {host} is not allowed in production (ELSA_EXECUTOR_HTTP_ALLOWLIST).")
 
 
+# IPv6 forms that reach an IPv4 address through a gateway or translator: NAT64's well-known prefix
+# (RFC 6052, the IPv4 address in the last 32 bits) and the deprecated IPv4-compatible form (::a.b.c.d).
+# 6to4 (2002::/16) is read by ipaddress itself (IPv6Address.sixtofour). NAT64's local-use prefix
+# (RFC 8215) is a site's own translator, never a public one.
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_NAT64_LOCAL_USE = ipaddress.ip_network("64:ff9b:1::/48")
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address that `ip` reaches through a standard mapping or translation, if any."""
+    if ip.ipv4_mapped:
+        return ip.ipv4_mapped
+    if ip.sixtofour:
+        return ip.sixtofour
+    if ip in _NAT64 or (ip in _IPV4_COMPATIBLE and int(ip) > 1):  # :: and ::1 are IPv6's own
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
 def address_refusal(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, *, internal: bool) -> str | None:
     """Why `ip` may not be called, or None when it may."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        # ::ffff:127.0.0.1 reaches 127.0.0.1: judge the IPv4 address it maps to.
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = _embedded_ipv4(ip)
+        if embedded is not None:
+            # ::ffff:127.0.0.1, 64:ff9b::7f00:1 and 2002:7f00:1:: all reach 127.0.0.1 (directly or
+            # through a translator or relay): judge the IPv4 address they carry.
+            ip = embedded
+        elif ip in _NAT64_LOCAL_USE and not internal:
+            return "a private or reserved address"
     if ip in METADATA_ADDRESSES:
         return "a cloud metadata address"
     if internal:

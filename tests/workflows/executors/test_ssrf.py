@@ -37,6 +37,34 @@ def test_non_public_addresses_are_refused(address):
     assert address_refusal(ipaddress.ip_address(address), internal=False)
 
 
+@pytest.mark.parametrize(
+    "address",
+    [
+        "64:ff9b::7f00:1",  # NAT64 (RFC 6052) of 127.0.0.1
+        "64:ff9b::a9fe:a9fe",  # NAT64 of the metadata address 169.254.169.254
+        "64:ff9b::a00:1",  # NAT64 of 10.0.0.1
+        "64:ff9b:1::a00:1",  # NAT64 local-use prefix (RFC 8215)
+        "2002:7f00:1::1",  # 6to4 of 127.0.0.1
+        "2002:a9fe:a9fe::1",  # 6to4 of 169.254.169.254
+        "::127.0.0.1",  # IPv4-compatible (deprecated) form of 127.0.0.1
+        "::10.0.0.1",
+    ],
+)
+def test_ipv6_forms_of_non_public_ipv4_addresses_are_refused(address):
+    assert address_refusal(ipaddress.ip_address(address), internal=False)
+
+
+def test_ipv6_forms_of_public_ipv4_addresses_are_allowed():
+    assert address_refusal(ipaddress.ip_address("64:ff9b::808:808"), internal=False) is None
+    assert address_refusal(ipaddress.ip_address("2002:808:808::1"), internal=False) is None
+
+
+def test_internal_executors_never_reach_metadata_through_an_ipv6_form():
+    assert address_refusal(ipaddress.ip_address("64:ff9b::a9fe:a9fe"), internal=True)
+    assert address_refusal(ipaddress.ip_address("2002:a9fe:a9fe::1"), internal=True)
+    assert address_refusal(ipaddress.ip_address("64:ff9b::a00:1"), internal=True) is None
+
+
 def test_public_addresses_are_allowed():
     assert address_refusal(ipaddress.ip_address("93.184.216.34"), internal=False) is None
     assert address_refusal(ipaddress.ip_address("2606:4700::1111"), internal=False) is None
