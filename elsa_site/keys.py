@@ -13,6 +13,14 @@ from django.core.exceptions import ImproperlyConfigured
 # Minimum lengths for values an operator supplies; shorter ones are refused in production.
 MIN_SECRET_KEY_LENGTH = 50
 MIN_SIGNING_KEY_LENGTH = 32
+# Every text secret an operator may set, with its minimum length. The last two are optional: without
+# them a value derived from ELSA_SECRET_KEY is used (optional_secret).
+MIN_LENGTHS = {
+    "ELSA_SECRET_KEY": MIN_SECRET_KEY_LENGTH,
+    "ELSA_SIGNING_KEY": MIN_SIGNING_KEY_LENGTH,
+    "ELSA_AUDIT_CHECKPOINT_KEY": 32,
+    "ELSA_API_KEY_PEPPER": 32,
+}
 # Every secret (and the 32 bytes of each Fernet key) needs this many distinct characters and must not be
 # a shorter run repeated: "a" * 32 or "0123456789" * 4 is long but guessable. A random hex string of
 # 32 characters has fewer than 8 distinct ones with odds below one in ten million.
@@ -39,10 +47,9 @@ def validate_secret(name: str, value: str) -> None:
     """Raise ImproperlyConfigured naming the variable when a secret is missing or weak."""
     if value.strip().lower() in _WEAK_VALUES or value.startswith("django-insecure"):
         raise ImproperlyConfigured(f"{name} is missing or insecure; set a strong random value.")
-    if name == "ELSA_SECRET_KEY" and (len(value) < MIN_SECRET_KEY_LENGTH or not looks_random(value)):
-        raise ImproperlyConfigured(f"{name} must be at least {MIN_SECRET_KEY_LENGTH} random characters.")
-    if name == "ELSA_SIGNING_KEY" and (len(value) < MIN_SIGNING_KEY_LENGTH or not looks_random(value)):
-        raise ImproperlyConfigured(f"{name} must be at least {MIN_SIGNING_KEY_LENGTH} random characters.")
+    minimum = MIN_LENGTHS.get(name)
+    if minimum is not None and (len(value) < minimum or not looks_random(value)):
+        raise ImproperlyConfigured(f"{name} must be at least {minimum} random characters.")
     if name == "ELSA_ENCRYPTION_KEYS":
         message = f"{name} must be comma-separated random Fernet keys (32 url-safe base64 bytes each)."
         for key in value.split(","):
@@ -79,3 +86,11 @@ def load_secret(name: str, *, environ_value: str | None, production: bool, var_d
                 json.dump(stored, fh)
             os.replace(tmp, store)
     return stored[name]
+
+
+def optional_secret(name: str, *, environ_value: str | None, derived: str) -> str:
+    """An optional secret: the operator's value, checked like the required ones, else `derived`."""
+    if environ_value:
+        validate_secret(name, environ_value)
+        return environ_value
+    return derived

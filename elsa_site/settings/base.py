@@ -7,7 +7,7 @@ from pathlib import Path
 import environ
 from corsheaders.defaults import default_headers as cors_default_headers
 
-from elsa_site.keys import load_secret
+from elsa_site.keys import load_secret, optional_secret
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -302,12 +302,20 @@ LOGGING = {
 # to the periodic sweep (audit.seal, every ELSA_AUDIT_SEAL_INTERVAL_SECONDS).
 ELSA_AUDIT_SEAL_LOCK_TIMEOUT_MS = env.int("ELSA_AUDIT_SEAL_LOCK_TIMEOUT_MS", default=10_000)
 # HMAC key for signed audit checkpoints; it must not live in the database it protects.
-ELSA_AUDIT_CHECKPOINT_KEY = env.str("ELSA_AUDIT_CHECKPOINT_KEY", default="") or f"audit-checkpoint:{SECRET_KEY}"
+ELSA_AUDIT_CHECKPOINT_KEY = optional_secret(
+    "ELSA_AUDIT_CHECKPOINT_KEY",
+    environ_value=env.str("ELSA_AUDIT_CHECKPOINT_KEY", default=""),
+    derived=f"audit-checkpoint:{SECRET_KEY}",
+)
 
 # --- Identity -------------------------------------------------------------------------------
 ELSA_IDENTITY_FILE = env.str("ELSA_IDENTITY_FILE", default="")
 # Server-side pepper for API key hashes (HMAC-SHA256); defaults to a value derived from the secret key.
-ELSA_API_KEY_PEPPER = env.str("ELSA_API_KEY_PEPPER", default="") or f"api-key-pepper:{SECRET_KEY}"
+ELSA_API_KEY_PEPPER = optional_secret(
+    "ELSA_API_KEY_PEPPER",
+    environ_value=env.str("ELSA_API_KEY_PEPPER", default=""),
+    derived=f"api-key-pepper:{SECRET_KEY}",
+)
 ELSA_ACCESS_TOKEN_LIFETIME = timedelta(seconds=env.int("ELSA_ACCESS_TOKEN_LIFETIME_SECONDS", default=3600))
 ELSA_REFRESH_TOKEN_LIFETIME = timedelta(seconds=env.int("ELSA_REFRESH_TOKEN_LIFETIME_SECONDS", default=7 * 86400))
 ELSA_JWT_ISSUER = env.str("ELSA_JWT_ISSUER", default="elsa")

@@ -6,7 +6,7 @@ import pytest
 from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
-from elsa_site.keys import load_secret
+from elsa_site.keys import load_secret, optional_secret
 
 
 def test_development_keys_are_generated_once_with_mode_0600(tmp_path):
@@ -56,3 +56,17 @@ def test_random_secrets_are_accepted(tmp_path, variable, generate):
     for _ in range(200):
         value = generate()
         assert load_secret(variable, environ_value=value, production=True, var_dir=tmp_path) == value
+
+
+@pytest.mark.parametrize("variable", ["ELSA_AUDIT_CHECKPOINT_KEY", "ELSA_API_KEY_PEPPER"])
+@pytest.mark.parametrize("weak", ["short-but-random-9f2", "x" * 40, "pepper-01" * 5])
+def test_optional_secrets_are_checked_when_set(variable, weak):
+    with pytest.raises(ImproperlyConfigured, match=variable) as refused:
+        optional_secret(variable, environ_value=weak, derived="derived")
+    assert weak not in str(refused.value)
+
+
+def test_optional_secrets_fall_back_to_the_derived_value_or_keep_a_random_one():
+    assert optional_secret("ELSA_API_KEY_PEPPER", environ_value="", derived="derived") == "derived"
+    value = secrets.token_urlsafe(32)
+    assert optional_secret("ELSA_AUDIT_CHECKPOINT_KEY", environ_value=value, derived="derived") == value
