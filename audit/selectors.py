@@ -85,7 +85,10 @@ def audit_event_get(*, event_id: int) -> AuditEvent:
 
 def audit_event_in_chain(*, event_id: int) -> None:
     """Raise NotFound unless the chain has reached this id: an event is stored at or after it, or a
-    validly signed checkpoint names it or a later one (the event itself, even the tail, may have been cut)."""
+    validly signed checkpoint names it or a later one (the event itself, even the tail, may have been cut).
+    An id up to a valid purge anchor (purge_audit) is NotFound too: its event is only in its archive."""
+    if 1 <= event_id <= verification.chain_start().purged_through:
+        raise NotFound("This audit event was purged (archived with export_audit, then deleted with purge_audit).")
     if event_id >= 1 and (
         AuditEvent.objects.filter(id__gte=event_id).exists() or verification.signed_checkpoint_reaches(event_id)
     ):

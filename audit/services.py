@@ -25,6 +25,7 @@ from audit.chain import (
 )
 from audit.chainer import chainer
 from audit.models import AuditCheckpoint, AuditEvent, PendingAuditEvent
+from audit.verification import PURGE_EVENT_TYPE, load_anchors
 from elsa_site.db import execute_bound, parameter
 from elsa_site.errors import InvalidInput
 
@@ -406,3 +407,59 @@ def audit_checkpoint_create(*, actor: Actor | None = None) -> AuditCheckpoint | 
     }
     transaction.on_commit(lambda: logger.info("audit checkpoint", extra=extra))
     return checkpoint
+
+
+@transaction.atomic
+def audit_purge(*, through_id: int, through_hash: str, archived_from: int, actor: Actor | None = None) -> int:
+    """Delete events #1..through_id (those still stored), which an archive holds; returns how many.
+
+    The caller (manage.py purge_audit) has verified the archive: it holds events `archived_from`
+    through `through_id`, the latter with hash `through_hash`. Under the chain lock, in this one
+    transaction, the purge is refused (InvalidInput) unless the stored event `through_id` has that
+    hash, a validly signed checkpoint names exactly that event and hash (the purge anchor the chain
+    is then verified from), and the archive starts at or before the oldest stored event. Then the
+    events are deleted (the append-only trigger lets this transaction's DELETE of ids up to
+    through_id through, see migration 0004), checkpoints are kept, and an `audit.purged` event is
+    chained with through_id and through_hash in its context: the purge is itself evidence.
+    """
+    _lock_chain()
+    audit_seal()  # what is pending is chained before the purge event, as for a checkpoint
+    stored = AuditEvent.objects.filter(id=through_id).values_list("hash", flat=True).first()
+    if stored is None:
+        raise InvalidInput(f"Event #{through_id} is not in the database (not chained yet, or already purged).")
+    if stored != through_hash:
+        raise InvalidInput(f"The archive's event #{through_id} does not match the database's (another chain).")
+    checkpoints = AuditCheckpoint.objects.filter(event_id=through_id)
+    signed = load_anchors(checkpoints.values_list("event_id", "event_hash", "created", "signature"))
+    if signed.hashes.get(through_id) != stored:
+        raise InvalidInput(f"No validly signed checkpoint names event #{through_id}: purge through a checkpoint.")
+    oldest = AuditEvent.objects.order_by("id").values_list("id", flat=True).first()
+    assert oldest is not None  # event through_id is stored
+    if archived_from > oldest:
+        raise InvalidInput(
+            f"The archive starts at event #{archived_from}: events #{oldest} to #{archived_from - 1} are not in it."
+        )
+    # Read before the DELETE: a purge through the head leaves no event to read it from.
+    head = _chain_head()
+    table = connection.ops.quote_name(AuditEvent._meta.db_table)
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            # Transaction-local and bound to this transaction's id and to through_id (migration 0004).
+            cursor.execute(
+                "SELECT set_config('elsa.audit_purge', pg_current_xact_id()::text || ':' || %s, true)", [through_id]
+            )
+        cursor.execute(f"DELETE FROM {table} WHERE id <= %s", [through_id])  # noqa: S608 - a model's table
+        deleted = cursor.rowcount
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT set_config('elsa.audit_purge', '', true)")
+    values = _event_fields(
+        event_type=PURGE_EVENT_TYPE,
+        action="purged",
+        result=AuditEvent.Result.SUCCESS,
+        resource=("audit-chain", "default"),
+        actor=actor or Actor.system("purge_audit"),
+        context={"through_id": through_id, "through_hash": through_hash, "first_id": oldest, "deleted": deleted},
+        metadata=None,
+    )
+    _append_chained([_with_parts(values)], head)
+    return deleted

@@ -295,6 +295,66 @@ def _db_anchors(**filters) -> Anchors:
     )
 
 
+# The event purge_audit records (audit.services.audit_purge): its context names the last purged
+# event and that event's hash, the purge anchor the stored chain then starts from.
+PURGE_EVENT_TYPE = "audit.purged"
+
+
+@dataclass(frozen=True)
+class ChainStart:
+    """Where the stored chain starts: its first event, the hash that event must link to, or why it cannot."""
+
+    first_id: int
+    anchor_hash: str
+    failure: VerificationResult | None = None
+
+    @property
+    def purged_through(self) -> int:
+        """The last purged event (0 when nothing was purged, or the head is not a valid purge anchor)."""
+        return self.first_id - 1 if self.failure is None else 0
+
+
+def chain_start(anchors: Anchors | None = None) -> ChainStart:
+    """Genesis (event #1, linked to 64 zeros), or after purge_audit the purge anchor.
+
+    When the oldest stored event is #F > 1, events #1 to #F-1 were purged only if a validly signed
+    checkpoint names event #F-1 (the anchor), #F links to the hash it signs, and an audit.purged event
+    of the stored chain records the purge through that event and hash. Otherwise the head was cut or
+    wiped, and the failure names #F. `anchors`: every signed checkpoint, if the caller has them.
+    """
+    first = AuditEvent.objects.order_by("id").values_list("id", "previous_hash").first()
+    if first is None or first[0] <= 1:
+        return ChainStart(1, GENESIS_HASH)
+    first_id, link = first
+    through = first_id - 1
+    if anchors is None:
+        anchors = _db_anchors(event_id=through)
+
+    def failure(reason: str) -> ChainStart:
+        return ChainStart(first_id, link, VerificationResult(False, first_id, 0, reason))
+
+    if through in anchors.forged:
+        return failure(f"the purge anchor, the checkpoint of event #{through}, has an invalid signature")
+    anchor = anchors.hashes.get(through)
+    if anchor is None:
+        return failure(
+            f"event #{first_id} is the oldest stored event, but no signed checkpoint names event #{through} "
+            "(events before it are missing, not purged)"
+        )
+    if link != anchor:
+        return failure(f"event #{first_id} does not link to the signed checkpoint of event #{through} (purge anchor)")
+    purges = AuditEvent.objects.filter(event_type=PURGE_EVENT_TYPE, id__gt=through).values_list("context", flat=True)
+    if not any(
+        isinstance(context, dict) and context.get("through_id") == through and context.get("through_hash") == anchor
+        for context in purges
+    ):
+        return failure(
+            f"no {PURGE_EVENT_TYPE} event records a purge through event #{through} "
+            f"(events before #{first_id} are missing, not purged)"
+        )
+    return ChainStart(first_id, anchor)
+
+
 def signed_checkpoint_reaches(event_id: int) -> bool:
     """Whether a validly signed checkpoint names this event or a later one: the chain reached it."""
     return _db_anchors(event_id__gte=event_id).highest >= event_id
@@ -310,51 +370,59 @@ def default_jobs() -> int:
 
 
 def verify_chain(*, jobs: int = 1, parallel_min_events: int = PARALLEL_MIN_EVENTS) -> VerificationResult:
-    """Verify the whole chain, from genesis to the head, against every signed checkpoint.
+    """Verify the whole chain, from genesis (or the purge anchor) to the head, against every signed checkpoint.
 
     With jobs > 1, on PostgreSQL and outside a transaction (the processes read committed rows), a
     chain of at least `parallel_min_events` events is verified in `jobs` segments at once, each by
     a process of its own (see _verify_in_segments); the result is the one a single pass gives.
     """
     anchors = _db_anchors()
+    start = chain_start(anchors)
+    if start.failure is not None:
+        return start.failure
     if jobs > 1 and connection.vendor == "postgresql" and not connection.in_atomic_block:
-        starts = _segment_starts(jobs, parallel_min_events)
+        starts = _segment_starts(jobs, parallel_min_events, first_id=start.first_id)
         if len(starts) > 1:
-            return _verify_in_segments(starts, anchors)
+            return _verify_in_segments(starts, anchors, start.anchor_hash)
     # closing(): stop the server-side cursor (and its fetch thread) as soon as a bad event is found.
-    with closing(_event_rows()) as rows:
-        return verify_rows(rows, anchors=anchors, must_reach=anchors.highest)
+    with closing(_event_rows(start.first_id)) as rows:
+        return verify_rows(
+            rows, first_id=start.first_id, anchor_hash=start.anchor_hash, anchors=anchors, must_reach=anchors.highest
+        )
 
 
-def _segment_starts(jobs: int, min_events: int) -> list[int]:
-    """Event 1, then the first stored event at or after each further 1/jobs of the id range."""
+def _segment_starts(jobs: int, min_events: int, *, first_id: int = 1) -> list[int]:
+    """The chain's first event, then the first stored event at or after each further 1/jobs of the id range."""
     head = AuditEvent.objects.order_by("-id").values_list("id", flat=True).first() or 0
-    if head < max(min_events, jobs):
-        return [1]
-    starts = [1]
+    length = head - first_id + 1
+    if length < max(min_events, jobs):
+        return [first_id]
+    starts = [first_id]
     for k in range(1, jobs):
-        stored = AuditEvent.objects.filter(id__gte=1 + k * head // jobs).order_by("id")
+        stored = AuditEvent.objects.filter(id__gte=first_id + k * length // jobs).order_by("id")
         found = stored.values_list("id", flat=True).first()
         if found is not None and found > starts[-1]:
             starts.append(found)
     return starts
 
 
-def _verify_in_segments(starts: list[int], anchors: Anchors) -> VerificationResult:
+def _verify_in_segments(starts: list[int], anchors: Anchors, anchor_hash: str) -> VerificationResult:
     """Verify consecutive segments at once, one process each, and combine them as one pass would.
 
     Segment k runs from its start through the first event of segment k+1, which both check: so
     every link is checked once by the segment holding the event it points to, a gap before a
     segment's first event is seen by the segment before it, and each event's hash is recomputed.
     Segment k+1 takes its first event's stored link as is (its predecessor is checked by segment
-    k). The first failing segment, in chain order, names the first bad event; the ones after it
-    are stopped. Only the last segment checks the chain's end (a cut tail, checkpoints beyond it).
+    k); the first segment's is checked against `anchor_hash` (genesis or the purge anchor). The first
+    failing segment, in chain order, names the first bad event; the ones after it are stopped. Only
+    the last segment checks the chain's end (a cut tail, checkpoints beyond it).
     """
     segments = []
     for k, first in enumerate(starts):
         final = k + 1 == len(starts)
         last = _NO_UPPER_BOUND if final else starts[k + 1]
-        segments.append((first, last, anchors.within(first, last), anchors.highest if final else 0))
+        link = anchor_hash if k == 0 else None
+        segments.append((first, last, anchors.within(first, last), anchors.highest if final else 0, link))
     # The processes are forked from this one: none may share its database connection.
     connections.close_all()
     total = 0
@@ -368,9 +436,8 @@ def _verify_in_segments(starts: list[int], anchors: Anchors) -> VerificationResu
     return VerificationResult(True, None, total, "", head_id=result.head_id)
 
 
-def _verify_segment(segment: tuple[int, int, Anchors, int]) -> VerificationResult:
-    first, last, anchors, must_reach = segment
-    anchor_hash = GENESIS_HASH if first == 1 else None
+def _verify_segment(segment: tuple[int, int, Anchors, int, str | None]) -> VerificationResult:
+    first, last, anchors, must_reach, anchor_hash = segment
     try:
         with closing(_event_rows(first, last)) as rows:
             return verify_rows(rows, first_id=first, anchor_hash=anchor_hash, anchors=anchors, must_reach=must_reach)
@@ -380,16 +447,27 @@ def _verify_segment(segment: tuple[int, int, Anchors, int]) -> VerificationResul
 
 def verify_event(event_id: int) -> VerificationResult:
     """Verify the segment holding one event: from the last signed checkpoint at or before it
-    (or genesis) through the first signed checkpoint after it (or the event itself)."""
+    (or genesis, or the purge anchor) through the first signed checkpoint after it (or the event itself).
+
+    An event before the purge anchor is not in the database (see purge_audit): its archive verifies it.
+    """
     anchors = _db_anchors()
     before = [cp for cp in anchors.hashes if cp <= event_id]
     after = [cp for cp in anchors.hashes if cp > event_id]
     start = max(before, default=1)
     end = min(after, default=event_id)
-    segment = anchors.within(start, end)
     # From a checkpoint, the first event's stored link is taken as is: the checkpoint's signed
     # hash of that event proves its content, and through its hash its link.
     anchor_hash = GENESIS_HASH if start == 1 else None
+    chain = chain_start(anchors)
+    if start < chain.first_id:
+        # The segment reaches the stored chain's start: it must be genesis or a valid purge anchor.
+        if chain.failure is not None:
+            return chain.failure
+        if event_id < chain.first_id:
+            return VerificationResult(False, None, 0, f"event #{event_id} was purged: verify it in its archive")
+        start, anchor_hash = chain.first_id, chain.anchor_hash
+    segment = anchors.within(start, end)
     with closing(_event_rows(start, end)) as rows:
         return verify_rows(rows, first_id=start, anchor_hash=anchor_hash, anchors=segment, must_reach=end)
 
@@ -533,3 +611,17 @@ def _verify_export_events(path, header: dict, anchors: Anchors, events: int) -> 
         reason = f"event #{last} does not match the hash the export header signs (events before it were rewritten)"
         return replace(result, is_valid=False, first_invalid_id=last, reason=reason)
     return result
+
+
+def export_event_hash(path, event_id: int) -> tuple[dict | None, str | None]:
+    """The header of an export file and the hash it holds for event `event_id` (None if it holds no such event).
+
+    For a file verify_export has verified: it reads the file once more, line by line.
+    """
+    header, found = None, None
+    for _, kind, record in _export_records(path):
+        if kind == "header" and header is None:
+            header = record
+        elif kind == "event" and record["id"] == event_id:
+            found = record["hash"]
+    return header, found
