@@ -10,6 +10,7 @@ from jsonschema.exceptions import SchemaError
 from rest_framework import status
 
 from elsa_site.errors import DomainError, InvalidInput
+from workflows.validation import json_schema_validator
 
 MAX_INPUT_BYTES = 1024 * 1024
 MAX_REPORTED_ERRORS = 20
@@ -193,7 +194,7 @@ def _schema_pointer(path) -> str:
 def _validator(schema_text: str) -> Draft202012Validator:
     # Keyed by the schema's canonical JSON: bookmarks of one WaitForResume share one compiled
     # validator instead of building it on every resume. Validators are immutable, so threads share it.
-    return Draft202012Validator(json.loads(schema_text))
+    return json_schema_validator(json.loads(schema_text))  # never fetches a $ref (SSRF)
 
 
 def schema_errors(schema: dict | None, value) -> list[dict]:

@@ -5,7 +5,11 @@ from functools import lru_cache
 from typing import Any
 
 import jsonschema
+import referencing
+import referencing.exceptions
+import referencing.jsonschema
 from django.conf import settings
+from jsonschema_specifications import REGISTRY as META_SCHEMAS
 
 from workflows.activities.base import UnknownActivityType, get_activity
 from workflows.expressions import ExpressionError, compile_expression
@@ -73,6 +77,94 @@ def _document_validator() -> jsonschema.protocols.Validator:
     return jsonschema.Draft202012Validator(DOCUMENT_SCHEMA)
 
 
+# --- JSON Schemas written by definition authors (input_schema, WaitForResume's input_schema) ---------
+
+
+def _refuse_retrieval(uri: str):
+    # SSRF: jsonschema's default registry fetches a $ref it cannot resolve locally with urlopen,
+    # from the web process, past the executors' egress controls. Nothing is ever retrieved: a
+    # $ref resolves within its own schema or to a JSON Schema meta-schema (bundled), or not at all.
+    raise referencing.exceptions.NoSuchResource(uri)
+
+
+LOCAL_REFERENCES: referencing.Registry = META_SCHEMAS.combine(
+    referencing.Registry(retrieve=_refuse_retrieval),  # type: ignore[call-arg]  # attrs class, as jsonschema does
+)
+
+
+def _unresolved_is_invalid(keyword_check):
+    """A $ref / $dynamicRef check that reports a reference it cannot resolve as a validation error.
+
+    A schema saved before references were checked (or one no save-time check saw) must still give
+    a 4xx, never a 500, at execute or resume.
+    """
+
+    def check(validator, value, instance, schema):
+        try:
+            yield from keyword_check(validator, value, instance, schema)
+        except referencing.exceptions.Unresolvable:
+            yield jsonschema.ValidationError("the schema's reference does not resolve")
+
+    return check
+
+
+_AuthorSchemaValidator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    {
+        keyword: _unresolved_is_invalid(jsonschema.Draft202012Validator.VALIDATORS[keyword])
+        for keyword in ("$ref", "$dynamicRef")
+    },
+)
+
+
+def json_schema_validator(schema: Any) -> jsonschema.protocols.Validator:
+    """The validator of a JSON Schema written by a definition author: no $ref is ever fetched (SSRF).
+
+    Every validator of such a schema (execute input, resume input) is built here.
+    """
+    return _AuthorSchemaValidator(schema, registry=LOCAL_REFERENCES)
+
+
+# Keywords whose values are data, not subschemas: a "$ref" inside them is not a reference.
+_DATA_KEYWORDS = frozenset({"const", "default", "enum", "examples"})
+
+
+def reference_problems(schema: Any, prefix: tuple = ()) -> list[Problem]:
+    """Every $ref / $dynamicRef of ``schema`` that does not resolve locally, with its pointer (for save time)."""
+    problems: list[Problem] = []
+    root = referencing.jsonschema.DRAFT202012.create_resource(schema)
+    # The references of a schema resolve against the closest enclosing $id (or the root).
+    resolver = LOCAL_REFERENCES.resolver_with_root(root)
+
+    def walk(node: Any, resolver: Any, tokens: tuple) -> None:
+        if isinstance(node, list):
+            for index, item in enumerate(node):
+                walk(item, resolver, (*tokens, index))
+            return
+        if not isinstance(node, dict):
+            return
+        if isinstance(node.get("$id"), str):
+            resolver = resolver.in_subresource(referencing.jsonschema.DRAFT202012.create_resource(node))
+        for keyword in ("$ref", "$dynamicRef"):
+            reference = node.get(keyword)
+            if isinstance(reference, str):
+                try:
+                    resolver.lookup(reference)
+                except referencing.exceptions.Unresolvable:
+                    problems.append(
+                        {
+                            "pointer": pointer(*tokens, keyword),
+                            "message": "does not resolve within the schema (remote references are not fetched)",
+                        }
+                    )
+        for key, value in node.items():
+            if key not in _DATA_KEYWORDS:
+                walk(value, resolver, (*tokens, key))
+
+    walk(schema, resolver, prefix)
+    return problems
+
+
 def _escape(token: Any) -> str:
     return str(token).replace("~", "~0").replace("/", "~1")
 
@@ -91,6 +183,8 @@ def schema_error_message(error: jsonschema.ValidationError) -> str:
         return f"must be of type {expected}"
     if rule == "additionalProperties":
         return "has a property that is not allowed"
+    if rule in {"$ref", "$dynamicRef"}:
+        return "the schema's reference does not resolve"
     if rule in {"minLength", "maxLength", "minItems", "maxItems", "minimum", "maximum", "pattern", "enum", "const"}:
         text = json.dumps(expected)
         return f"does not satisfy {rule} {text[:100]}"
@@ -162,6 +256,8 @@ def validate_document(document: Any) -> list[Problem]:
             problems.append(
                 {"pointer": pointer("input_schema", *exc.absolute_path), "message": "is not a valid JSON Schema"}
             )
+        else:
+            problems.extend(reference_problems(input_schema, ("input_schema",)))
 
     raw_variables = document.get("variables")
     variables: list = raw_variables if isinstance(raw_variables, list) else []
@@ -264,4 +360,8 @@ def input_problems(schema: dict | None, value: Any) -> list[Problem]:
     """Problems of an execute input against the definition's input_schema (values never echoed)."""
     if not schema:
         return []
-    return schema_problems(jsonschema.Draft202012Validator(schema), value, prefix=("input",))
+    try:
+        return schema_problems(json_schema_validator(schema), value, prefix=("input",))
+    except RecursionError:
+        # A reference cycle that never descends into the input ({"$ref": "#"}) recurses without end.
+        return [{"pointer": "/input", "message": "the input schema's references loop without end"}]
