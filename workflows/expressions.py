@@ -71,7 +71,9 @@ def evaluate_expression(source: str, context: dict) -> Any:
     try:
         result = program.execute({name: context[name] for name in _references(program) if name in context})
     except Exception as exc:  # noqa: BLE001 - the CEL extension raises many types; all are expression failures
-        raise ExpressionError(source, f"{type(exc).__name__}: {exc}"[:500]) from None
+        # Kept whole: the error may quote a value it failed on (a secret, say), and the engine scrubs
+        # secrets from the whole text before it cuts it to length; a cut first would leave a secret's head.
+        raise ExpressionError(source, f"{type(exc).__name__}: {exc}") from None
     return to_json_value(result)
 
 

@@ -1,7 +1,9 @@
 """Secret variables: encryption at rest, decryption in workers, and scrubbing of their plaintexts."""
 
+import json
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 from workflows import encryption
 from workflows.models import MASK
@@ -13,14 +15,10 @@ MIN_SCRUB_LENGTH = 4
 
 def encrypt_value(value: Any) -> str:
     """Encrypt a secret variable's value (JSON-encoded so numbers and objects round-trip)."""
-    import json
-
     return encryption.encrypt(json.dumps(value))
 
 
 def decrypt_value(ciphertext: str) -> Any:
-    import json
-
     return json.loads(encryption.decrypt(ciphertext))
 
 
@@ -28,9 +26,26 @@ def decrypt_all(secret_variables: dict[str, str]) -> dict[str, Any]:
     return {name: decrypt_value(ciphertext) for name, ciphertext in secret_variables.items()}
 
 
+def escaped_forms(text: str) -> set[str]:
+    """``text`` and the forms it takes inside other texts: repr() and JSON escapes, once and twice, and URL quoting.
+
+    A secret reaches a message escaped more often than verbatim: repr() of a list or a KeyError
+    doubles a backslash and escapes quotes and newlines, a JSON rendering escapes them (and, with
+    ensure_ascii, every non-ASCII character), CEL's errors quote the value Rust-style (as JSON does
+    for these characters), and a text quoted again (a log line in JSON) escapes the escapes.
+    """
+    once = {text, repr(text)[1:-1], json.dumps(text)[1:-1], json.dumps(text, ensure_ascii=False)[1:-1]}
+    twice = {form for escaped in once for form in (repr(escaped)[1:-1], json.dumps(escaped)[1:-1])}
+    return once | twice | {quote(text, safe=""), quote_plus(text, safe="")}
+
+
 def plaintexts(values: Iterable[Any]) -> frozenset[str]:
-    """The strings to scrub for these secret values (strings, and the text of scalars and nested strings)."""
+    """The strings to scrub for these secret values: each string or scalar (nested too) in every escaped form."""
     found: set[str] = set()
+
+    def add(text: str) -> None:
+        if len(text) >= MIN_SCRUB_LENGTH:
+            found.update(escaped_forms(text))
 
     def walk(value: Any, depth: int = 0) -> None:
         if depth > 20:
@@ -43,10 +58,11 @@ def plaintexts(values: Iterable[Any]) -> frozenset[str]:
                 walk(item, depth + 1)
         elif isinstance(value, bool) or value is None:
             return
+        elif isinstance(value, float) and value.is_integer():
+            add(str(value))
+            add(str(int(value)))  # 1234.0 is printed "1234" by JSON, CEL and int()
         else:
-            text = str(value)
-            if len(text) >= MIN_SCRUB_LENGTH:
-                found.add(text)
+            add(str(value))
 
     for value in values:
         walk(value)
@@ -54,7 +70,8 @@ def plaintexts(values: Iterable[Any]) -> frozenset[str]:
 
 
 def scrub_text(text: str, secrets: frozenset[str]) -> str:
-    # Longest first, so a secret containing another one is replaced whole.
+    """``text`` with every form of every known secret replaced by "****"; scrub a whole text, never a cut of it."""
+    # Longest first, so a secret containing another one (or an escaped form its plain form) is replaced whole.
     for secret in sorted(secrets, key=len, reverse=True):
         if secret in text:
             text = text.replace(secret, MASK)
@@ -73,6 +90,8 @@ def scrub_secrets(value: Any, secrets: frozenset[str], _depth: int = 0) -> Any:
         return {scrub_text(str(k), secrets): scrub_secrets(v, secrets, _depth + 1) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [scrub_secrets(v, secrets, _depth + 1) for v in value]
-    if isinstance(value, int | float) and not isinstance(value, bool) and str(value) in secrets:
-        return MASK
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        # A numeric secret converted by CEL (double("1234") is 1234.0) is still that secret.
+        forms = {str(value), str(int(value))} if isinstance(value, float) and value.is_integer() else {str(value)}
+        return MASK if forms & secrets else value
     return value

@@ -4,6 +4,7 @@ import logging
 import threading
 
 import pytest
+from django.core import mail
 from django.db import connection
 
 from elsa_site.errors import Conflict, InvalidInput
@@ -232,6 +233,67 @@ def test_write_log_scrubs_secret_values(caplog):
     messages = [r.getMessage() for r in caplog.records if r.name == "elsa.workflow"]
     assert messages == ["key=****"]
     assert "sk-live-0123456789" not in caplog.text
+
+
+def test_a_long_secret_quoted_by_a_failing_expression_is_scrubbed_whole():
+    secret = "tok_" + "".join(f"{i:04d}" for i in range(150))  # 604 characters, like a long JWT
+    document = linear(
+        {"id": "lookup", "type": "SetVariable", "variable": "x", "value": "{'a': 1}[vars.token]"},
+        variables=[{"name": "x"}, {"name": "token", "secret": True}],
+    )
+    instance = run(document, {"token": secret})
+    assert instance.status == "Faulted"
+    assert instance.fault_message.startswith("activity 'lookup' (SetVariable): expression")
+    assert "****" in instance.fault_message
+    record = ActivityExecution.objects.get(instance=instance, activity_id="lookup")
+    event = chained_events().get(event_type="workflow.instance.faulted", resource_id=str(instance.pk))
+    for text in (instance.fault_message, record.error, str(event.metadata)):
+        assert secret[:8] not in text and secret[-8:] not in text
+
+
+SPECIAL_SECRET = 'corp\\svc-"deploy"\n2024-é'  # a backslash, quotes, a newline, a non-ASCII letter
+
+
+@pytest.mark.parametrize(
+    "activity",
+    [
+        {"id": "act", "type": "SetVariable", "variable": "x", "value": "{'a': 1}[vars.pw]"},  # KeyError: repr
+        {"id": "act", "type": "Fault", "message": "['refused', vars.pw]"},
+        {"id": "act", "type": "Fault", "message": "duration(vars.pw)"},  # CEL quotes the input Rust-style
+    ],
+)
+def test_a_secret_in_escaped_form_is_scrubbed_from_the_fault(activity):
+    instance = run(linear(activity, variables=[{"name": "x"}, {"name": "pw", "secret": True}]), {"pw": SPECIAL_SECRET})
+    assert instance.status == "Faulted"
+    assert "svc-" not in instance.fault_message and "deploy" not in instance.fault_message
+    assert "****" in instance.fault_message
+
+
+def test_a_secret_in_escaped_form_is_scrubbed_from_log_lines_and_emails(caplog, settings):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    document = linear(
+        {"id": "log", "type": "WriteLog", "message": "['deploy', vars.pw, {'pw': vars.pw}]"},
+        {"id": "mail", "type": "SendEmail", "to": "'ops@example.com'", "subject": "[vars.pw]", "body": "[vars.pw]"},
+        variables=[{"name": "pw", "secret": True}],
+    )
+    with caplog.at_level(logging.INFO, logger="elsa.workflow"):
+        instance = run(document, {"pw": SPECIAL_SECRET})
+    assert instance.status == "Finished"
+    lines = [r.getMessage() for r in caplog.records if r.name == "elsa.workflow"]
+    assert lines == ["['deploy', '****', {'pw': '****'}]"]
+    assert [(m.subject, m.body) for m in mail.outbox] == [("['****']", "['****']")]
+
+
+def test_a_numeric_secret_converted_by_an_expression_is_still_masked(caplog):
+    document = linear(
+        {"id": "copy", "type": "SetVariable", "variable": "n", "value": "double(vars.pin)"},
+        {"id": "log", "type": "WriteLog", "message": "[double(vars.pin)]"},
+        variables=[{"name": "n"}, {"name": "pin", "secret": True}],
+    )
+    with caplog.at_level(logging.INFO, logger="elsa.workflow"):
+        instance = run(document, {"pin": "982451"})
+    assert instance.variables == {"n": "****"}
+    assert "982451" not in caplog.text
 
 
 def test_two_runners_at_once_execute_each_activity_once():

@@ -142,9 +142,11 @@ class WriteLog(Activity):
         return []
 
     def execute(self, ctx: ActivityContext):
-        message = ctx.evaluate(ctx.node["message"])
-        text = message if isinstance(message, str) else repr(message)
         # Scrub known secret plaintexts: the redacting filter only knows key names and token shapes.
+        # A value is scrubbed before it is rendered (its numbers too), the text again after, whole,
+        # before it is cut to length.
+        message = ctx.scrub(ctx.evaluate(ctx.node["message"]))
+        text = message if isinstance(message, str) else repr(message)
         text = ctx.scrub(text)[:MAX_LOG_MESSAGE]
         workflow_logger.log(
             LOG_LEVELS[ctx.node.get("level", "info")],
@@ -196,11 +198,12 @@ class SendEmail(Activity):
             return Fault("to must evaluate to an address or a list of 1 to 50 addresses")
         if not all(isinstance(r, str) and _EMAIL.match(r) for r in recipients):
             return Fault("to contains something that is not an e-mail address")
-        subject = str(ctx.evaluate(ctx.node["subject"]))
-        body = str(ctx.evaluate(ctx.node["body"]))
+        # Secrets are scrubbed from the values, then from the whole rendered text, before anything cuts it.
+        subject = ctx.scrub(str(ctx.scrub(ctx.evaluate(ctx.node["subject"]))))
+        body = ctx.scrub(str(ctx.scrub(ctx.evaluate(ctx.node["body"]))))
         # Header injection: a subject is one line.
         subject = " ".join(subject.splitlines())[:300]
-        send_mail(ctx.scrub(subject), ctx.scrub(body), None, recipients, fail_silently=False)
+        send_mail(subject, body, None, recipients, fail_silently=False)
         return Done(output={"recipients": len(recipients)})
 
 
@@ -228,4 +231,5 @@ class FaultActivity(Activity):
 
     def execute(self, ctx: ActivityContext):
         message = ctx.evaluate(ctx.node.get("message", "'faulted by the workflow'"))
-        return Fault(str(message))
+        # A value is scrubbed before it is rendered; the engine scrubs the whole fault message again.
+        return Fault(str(ctx.scrub(message)))
