@@ -19,7 +19,7 @@ from workflows.models import (
     WorkflowInstance,
 )
 from workflows.secrets import encrypt_value
-from workflows.validation import input_problems, validate_document
+from workflows.validation import input_problems, unstorable_problems, validate_document
 
 IDEMPOTENCY_KEY_MAX = 255
 
@@ -177,7 +177,7 @@ def _execute(
             "The input must be a JSON object.", details=[{"pointer": "/input", "message": "must be an object"}]
         )
     document = version.document
-    problems = input_problems(document.get("input_schema"), input)
+    problems = unstorable_problems(input, ("input",)) or input_problems(document.get("input_schema"), input)
     if problems:
         raise InvalidInput("The input does not match the input schema.", details=problems)
 
@@ -249,7 +249,7 @@ def workflow_instance_resume(
     with transaction.atomic(savepoint=not locked):
         if not locked:
             instance = _locked_instance(instance)
-        _check_resumable(instance, activity_id, outcome)
+        _check_resumable(instance, activity_id, outcome, output)
         runtime.resume_locked(instance, activity_id=activity_id, outcome=outcome, output=output, actor=actor)
     return instance
 
@@ -274,14 +274,14 @@ def workflow_instance_resume_fenced(
     """
     if not runtime.on_postgresql() or signals.instance_resumed.acts_for(instance):
         return None
-    _check_resumable(instance, activity_id, outcome)
+    _check_resumable(instance, activity_id, outcome, output)
     applied = runtime.resume_fenced(
         instance, activity_id=activity_id, outcome=outcome, output=output, actor=actor, fence=fence
     )
     return instance if applied else None
 
 
-def _check_resumable(instance: WorkflowInstance, activity_id: str, outcome: str) -> None:
+def _check_resumable(instance: WorkflowInstance, activity_id: str, outcome: str, output: Any) -> None:
     if not instance.is_live:
         raise Conflict(f"A {instance.status} workflow instance cannot be resumed.", code="illegal_transition")
     if activity_id not in instance.state.get("waiting", {}):
@@ -293,6 +293,10 @@ def _check_resumable(instance: WorkflowInstance, activity_id: str, outcome: str)
         allowed = ()
     if outcome not in allowed:
         raise InvalidInput("The activity has no such outcome.", code="invalid_outcome")
+    # The output is stored in the run state: what the database cannot hold is refused here (400).
+    problems = unstorable_problems(output, ("input",))
+    if problems:
+        raise InvalidInput("The input cannot be stored.", details=problems)
 
 
 @transaction.atomic

@@ -1,6 +1,7 @@
 """Validation of a workflow definition document: JSON Schema for its shape, then semantic checks."""
 
 import json
+import math
 from functools import lru_cache
 from typing import Any
 
@@ -234,6 +235,37 @@ def expression_problems(node: dict, fields: tuple[str, ...], prefix: tuple) -> l
     return problems
 
 
+# PostgreSQL stores JSON as jsonb and texts as text: neither holds a NUL character, and jsonb has no
+# NaN or Infinity. A value holding one is refused where it enters (400) or where an activity
+# produces it (a fault naming the activity), never left for the database to refuse on save.
+MAX_STORABILITY_PROBLEMS = 20
+NUL_MESSAGE = "contains a NUL character (\\u0000), which cannot be stored"
+NUL_KEY_MESSAGE = "has a property name with a NUL character (\\u0000), which cannot be stored"
+NOT_FINITE_MESSAGE = "is not a finite number (NaN and Infinity cannot be stored)"
+
+
+def unstorable_problems(value: Any, prefix: tuple = ()) -> list[Problem]:
+    """Where ``value`` holds what the database cannot store (a NUL character, a number that is not finite)."""
+    problems: list[Problem] = []
+    stack: list[tuple[Any, tuple]] = [(value, prefix)]
+    while stack and len(problems) < MAX_STORABILITY_PROBLEMS:
+        node, tokens = stack.pop()
+        if isinstance(node, str):
+            if "\x00" in node:
+                problems.append({"pointer": pointer(*tokens), "message": NUL_MESSAGE})
+        elif isinstance(node, float):
+            if not math.isfinite(node):
+                problems.append({"pointer": pointer(*tokens), "message": NOT_FINITE_MESSAGE})
+        elif isinstance(node, dict):
+            for key, item in reversed(node.items()):
+                if isinstance(key, str) and "\x00" in key:
+                    problems.append({"pointer": pointer(*tokens), "message": NUL_KEY_MESSAGE})
+                stack.append((item, (*tokens, key)))
+        elif isinstance(node, list | tuple):
+            stack.extend((item, (*tokens, index)) for index, item in reversed(list(enumerate(node))))
+    return problems
+
+
 def document_size(document: Any) -> int:
     return len(json.dumps(document, separators=(",", ":")).encode())
 
@@ -244,6 +276,9 @@ def validate_document(document: Any) -> list[Problem]:
     size = document_size(document)
     if size > limit:
         return [{"pointer": "", "message": f"the document is {size} bytes; the limit is {limit} bytes"}]
+    unstorable = unstorable_problems(document)
+    if unstorable:
+        return unstorable
     problems = schema_problems(_document_validator(), document)
     if not isinstance(document, dict):
         return problems

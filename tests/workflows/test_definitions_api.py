@@ -2,10 +2,12 @@
 
 import pytest
 
+from elsa_site.errors import InvalidInput
 from tests.audit_log import chained_events
 from tests.identity.factories import principal_headers
-from tests.workflows.factories import five_step_document, linear
+from tests.workflows.factories import ACTOR, five_step_document, linear
 from workflows.models import WorkflowDefinition
+from workflows.services import workflow_definition_create
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
 
@@ -119,6 +121,23 @@ def test_switch_cases_are_outcomes_and_their_conditions_compile(api_client, head
     assert "expression does not compile" in problems["/activities/0/cases/0/condition"]
     assert problems["/activities/0/cases/1/name"] == "duplicate case name"
     assert "no outcome 'high'" in problems["/connections/0/outcome"]
+
+
+def test_a_nul_character_in_a_definition_is_refused_with_its_pointer(api_client, headers):
+    document = linear({"id": "a", "type": "WriteLog", "message": "'a\u0000b'"}, name="nul")
+    problems = pointers(api_client.post(URL, document, format="json", **headers))
+    assert problems == {"/activities/0/message": "contains a NUL character (\\u0000), which cannot be stored"}
+    assert not WorkflowDefinition.objects.exists()
+
+
+def test_a_number_that_is_not_finite_in_a_definition_is_refused_with_its_pointer():
+    # The admin's JSON field accepts NaN (Python's json does); the API's parser does not.
+    document = linear({"id": "a", "type": "Delay", "seconds": float("nan")}, name="nan")
+    with pytest.raises(InvalidInput) as refused:
+        workflow_definition_create(document=document, actor=ACTOR)
+    assert refused.value.details == [
+        {"pointer": "/activities/0/seconds", "message": "is not a finite number (NaN and Infinity cannot be stored)"}
+    ]
 
 
 def test_put_creates_a_new_draft_while_the_published_version_keeps_running(api_client, headers):

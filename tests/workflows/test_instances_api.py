@@ -5,11 +5,12 @@ import datetime as dt
 import pytest
 from django.utils import timezone
 
+from elsa_site.errors import InvalidInput
 from tests.identity.factories import principal_headers
 from tests.workflows.factories import ACTOR, five_step_document, linear, published
 from workflows import runtime
 from workflows.models import WorkflowInstance
-from workflows.services import workflow_definition_execute
+from workflows.services import workflow_definition_execute, workflow_instance_resume
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
 
@@ -50,6 +51,32 @@ def test_execute_validates_input_against_the_schema_without_echoing_it(api_clien
     )
     assert missing.json()["error"]["details"] == [{"pointer": "/input/amount", "message": "is required"}]
     assert not WorkflowInstance.objects.exists()
+
+
+def test_execute_refuses_a_nul_character_in_the_input_with_its_pointer(api_client, headers):
+    definition = published(five_step_document())
+    response = api_client.post(
+        f"/elsa/api/workflow-definitions/{definition.pk}/execute",
+        {"input": {"amount": 1, "notes": ["ok", "a\u0000b"]}},
+        format="json",
+        **headers,
+    )
+    assert response.status_code == 400, response.json()
+    assert response.json()["error"]["details"] == [
+        {"pointer": "/input/notes/1", "message": "contains a NUL character (\\u0000), which cannot be stored"}
+    ]
+    assert not WorkflowInstance.objects.exists()
+
+
+def test_resume_refuses_an_output_the_database_cannot_store():
+    definition = published(linear({"id": "wait", "type": "Delay", "seconds": 3600}))
+    instance = workflow_definition_execute(definition=definition, input={}, actor=ACTOR)
+    runtime.run_instance(instance.pk)
+    instance.refresh_from_db()
+    for output in ({"note": "a\u0000b"}, {"amount": float("inf")}):
+        with pytest.raises(InvalidInput):
+            workflow_instance_resume(instance=instance, activity_id="wait", output=output, actor=ACTOR)
+    assert WorkflowInstance.objects.get(pk=instance.pk).status == "Suspended"
 
 
 def test_list_filters_by_status_definition_and_created_range(api_client, headers):
