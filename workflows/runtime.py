@@ -14,6 +14,7 @@ from django.conf import settings
 from django.db import (
     DEFAULT_DB_ALIAS,
     DatabaseError,
+    DataError,
     InterfaceError,
     OperationalError,
     connection,
@@ -40,6 +41,7 @@ from workflows.activities.base import (
 from workflows.encryption import InvalidToken
 from workflows.models import ActivityExecution, InstanceStatus, WorkflowDefinitionVersion, WorkflowInstance
 from workflows.secrets import decrypt_all, encrypt_value, plaintexts, scrub_secrets, scrub_text
+from workflows.validation import unstorable_problems
 
 logger = logging.getLogger("elsa.workflow.runtime")
 
@@ -784,8 +786,16 @@ def _step(instance_id, cached: WorkflowInstance | None) -> tuple[WorkflowInstanc
     # An activity that writes to the database runs inside the step's transaction, so its rows
     # commit with the step. One that does not runs outside any transaction; its step is then
     # persisted by one statement (a transaction only when a lifecycle event is written too).
-    with transaction.atomic() if in_transaction else nullcontext():
-        advance(instance, graph, now)
+    try:
+        with transaction.atomic() if in_transaction else nullcontext():
+            advance(instance, graph, now)
+    except DataError as exc:
+        # The database refused the step's write (a value refuse_unstorable does not know of): the
+        # step rolled back, and faulting it beats failing the same way on every run. PostgreSQL's
+        # message may quote the data, so only the error's type is kept.
+        activity_id, activity_type = token["a"], node.get("type", "")
+        message = f"activity '{activity_id}' ({activity_type}): the database refused to store its result"
+        raise StepCrashed(activity_id, activity_type, f"{message} ({type(exc).__name__})", now) from exc
     return instance, instance.status == InstanceStatus.RUNNING
 
 
@@ -871,7 +881,7 @@ def advance(instance: WorkflowInstance, graph: Graph, now: dt.datetime) -> None:
     if "resume" in token:
         result = Done(token["resume"]["outcome"], token["resume"].get("output"))
     else:
-        result = execute_activity(activity, ctx, activity_type, now)
+        result = refuse_unstorable(execute_activity(activity, ctx, activity_type, now), ctx)
 
     # Assignments: secret variables are encrypted before anything is written, and a plain
     # variable never receives a secret's plaintext (copying a secret into it stores "****").
@@ -968,7 +978,7 @@ def advance(instance: WorkflowInstance, graph: Graph, now: dt.datetime) -> None:
             attempt=attempt,
             started_at=now,
             finished_at=finished_at,
-            error=scrub_text(str(result.reason), secrets)[:MAX_ERROR],
+            error=storable_text(scrub_text(str(result.reason), secrets))[:MAX_ERROR],
         )
         save_state(instance, now, row, durable=False)
         enqueue_timer(instance.pk, activity_id, entry)
@@ -1001,6 +1011,31 @@ def execute_activity(activity, ctx: ActivityContext, activity_type: str, now: dt
     if not isinstance(result, Done | Suspend | Fault | Reschedule):
         return Fault("the activity returned no valid result")
     return result
+
+
+def refuse_unstorable(result, ctx: ActivityContext):
+    """The result, or a Fault when what it stores holds what the database cannot (NUL, NaN, Infinity).
+
+    Checked before anything of the step is applied, so the step faults through the usual path
+    instead of failing its save on every run (and running its side effects again each time).
+    """
+    produced = [(f"the value of variable '{name}'", value) for name, value in ctx._assigned.items()]
+    if isinstance(result, Done):
+        produced.append(("its output", result.output))
+    elif isinstance(result, Suspend):
+        produced.append(("its wait data", result.data))
+    for what, value in produced:
+        problems = unstorable_problems(value)
+        if problems:
+            ctx._assigned.clear()
+            where = f" at {problems[0]['pointer']}" if problems[0]["pointer"] else ""
+            return Fault(f"{what}{where} {problems[0]['message']}")
+    return result
+
+
+def storable_text(text: str) -> str:
+    """A text for a text column: PostgreSQL's text holds no NUL character, shown escaped instead."""
+    return text.replace("\x00", "\\u0000")
 
 
 def record_execution(
@@ -1077,7 +1112,7 @@ def fault_locked(
     actor: Actor = ENGINE_ACTOR,
 ) -> None:
     """Fault a locked instance with a message naming the activity (secrets scrubbed)."""
-    message = scrub_text(message, secrets)[:MAX_ERROR]
+    message = storable_text(scrub_text(message, secrets))[:MAX_ERROR]
     row = None
     if token is not None:
         row = record_execution(

@@ -296,6 +296,59 @@ def test_a_numeric_secret_converted_by_an_expression_is_still_masked(caplog):
     assert "982451" not in caplog.text
 
 
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("1.0/0.0", "is not a finite number"),
+        ("double('nan')", "is not a finite number"),
+        ("{'a': [1, -1.0/0.0]}", "at /a/1 is not a finite number"),
+        ("'a\\x00b'", "contains a NUL character"),
+        ("{'a\\x00': 1}", "has a property name with a NUL character"),
+    ],
+)
+def test_a_value_the_database_cannot_store_faults_the_step_naming_the_activity(value, problem):
+    document = linear(
+        {"id": "calc", "type": "SetVariable", "variable": "x", "value": value},
+        {"id": "done", "type": "Finish"},
+        variables=[{"name": "x"}],
+    )
+    instance = run(document)
+    assert instance.status == "Faulted"
+    assert instance.fault_message.startswith("activity 'calc' (SetVariable): the value of variable 'x'")
+    assert problem in instance.fault_message
+    assert instance.variables == {}
+    assert executed(instance) == ["calc"]
+
+
+def test_a_fault_message_with_a_nul_character_is_stored_escaped():
+    instance = run(linear({"id": "stop", "type": "Fault", "message": "'bad\\x00news'"}))
+    assert instance.status == "Faulted"
+    assert instance.fault_message == "activity 'stop' (Fault): bad\\u0000news"
+
+
+def test_a_step_the_database_refuses_to_store_faults_instead_of_failing_every_run():
+    @register_activity
+    class LongOutcome(Activity):
+        type_name = "TestLongOutcome"
+        uses_database = False
+
+        def execute(self, ctx):
+            return Done("x" * 300)  # longer than the execution record's outcome column
+
+    try:
+        definition = published(linear({"id": "odd", "type": "TestLongOutcome"}))
+        instance = workflow_definition_execute(definition=definition, input={}, actor=ACTOR)
+        runtime.run_instance(instance.pk)
+    finally:
+        _REGISTRY.pop("TestLongOutcome")
+    instance.refresh_from_db()
+    assert instance.status == "Faulted"
+    assert instance.fault_message == (
+        "activity 'odd' (TestLongOutcome): the database refused to store its result (DataError)"
+    )
+    assert instance.state["tokens"] == []
+
+
 def test_two_runners_at_once_execute_each_activity_once():
     steps = [{"id": f"s{i}", "type": "SetVariable", "variable": "n", "value": f"{i}"} for i in range(40)]
     definition = published(linear(*steps, variables=[{"name": "n"}]))
