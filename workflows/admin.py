@@ -5,14 +5,71 @@ import json
 from django import forms
 from django.contrib import admin, messages
 from django.db import transaction
+from django.http import HttpResponseRedirect
 from django.utils.html import format_html, format_html_join
 
 from audit.actors import actor_from_request
 from audit.admin import AuditedModelAdmin
 from elsa_site.errors import DomainError
 from workflows import services
-from workflows.models import ActivityExecution, WorkflowDefinition, WorkflowDefinitionVersion, WorkflowInstance
+from workflows.models import (
+    ActivityExecution,
+    InstanceStatus,
+    WorkflowDefinition,
+    WorkflowDefinitionVersion,
+    WorkflowInstance,
+)
 from workflows.validation import validate_document
+
+
+class ServiceDeletingAdmin(AuditedModelAdmin):
+    """An audited admin whose deletes go through a service that may refuse them: shown, never a 500.
+
+    Each delete is recorded as `config.changed` (AuditedModelAdmin) next to the service's own event,
+    in the same transaction. The confirmation page lists why an object cannot be deleted (as Django
+    lists protected objects) and refuses the delete; a refusal that arises in between (an instance
+    started meanwhile) rolls the delete back and is shown as a message.
+    """
+
+    def delete_refusal(self, obj) -> str | None:
+        """Why the service would refuse to delete ``obj`` now, or None."""
+        return None
+
+    def service_delete(self, request, obj) -> None:
+        raise NotImplementedError
+
+    def get_deleted_objects(self, objs, request):
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        refused = [f"{obj}: {reason}" for obj in objs if (reason := self.delete_refusal(obj))]
+        return deleted, counts, perms_needed, [*protected, *refused]
+
+    def delete_model(self, request, obj):
+        self._audit(request, obj, action="deleted", fields=[])
+        self.service_delete(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        with transaction.atomic():
+            for obj in queryset:
+                self._audit(request, obj, action="deleted", fields=[])
+                self.service_delete(request, obj)
+
+    def _refused(self, request, exc: DomainError) -> HttpResponseRedirect:
+        # The admin's transaction (or delete_queryset's) rolled the delete and its events back.
+        self.message_user(request, exc.message, messages.ERROR)
+        return HttpResponseRedirect(request.get_full_path())
+
+    def delete_view(self, request, object_id, extra_context=None):
+        try:
+            return super().delete_view(request, object_id, extra_context)
+        except DomainError as exc:
+            return self._refused(request, exc)
+
+    def changelist_view(self, request, extra_context=None):
+        # The bulk "delete selected" action runs here.
+        try:
+            return super().changelist_view(request, extra_context)
+        except DomainError as exc:
+            return self._refused(request, exc)
 
 
 class DefinitionForm(forms.ModelForm):
@@ -53,7 +110,7 @@ class VersionInline(admin.TabularInline):
 
 
 @admin.register(WorkflowDefinition)
-class WorkflowDefinitionAdmin(AuditedModelAdmin):
+class WorkflowDefinitionAdmin(ServiceDeletingAdmin):
     audit_resource_type = "workflow-definition"
     form = DefinitionForm
     list_display = ["name", "id", "latest_version", "published", "updated_at"]
@@ -78,13 +135,13 @@ class WorkflowDefinitionAdmin(AuditedModelAdmin):
         obj.__dict__.update({k: v for k, v in saved.__dict__.items() if k != "_state"})
         obj._state.adding = False
 
-    def delete_model(self, request, obj):
-        services.workflow_definition_delete(definition=obj, actor=actor_from_request(request))
+    def delete_refusal(self, obj) -> str | None:
+        if obj.instances.filter(status__in=(InstanceStatus.RUNNING, InstanceStatus.SUSPENDED)).exists():
+            return "has running or suspended instances; cancel them first"
+        return None
 
-    def delete_queryset(self, request, queryset):
-        with transaction.atomic():
-            for obj in queryset:
-                services.workflow_definition_delete(definition=obj, actor=actor_from_request(request))
+    def service_delete(self, request, obj) -> None:
+        services.workflow_definition_delete(definition=obj, actor=actor_from_request(request))
 
     def _each(self, request, queryset, action, done: str) -> None:
         for definition in queryset:
@@ -116,7 +173,8 @@ class ExecutionInline(admin.TabularInline):
 
 
 @admin.register(WorkflowInstance)
-class WorkflowInstanceAdmin(admin.ModelAdmin):
+class WorkflowInstanceAdmin(ServiceDeletingAdmin):
+    audit_resource_type = "workflow-instance"
     list_display = ["id", "definition", "status", "created_at", "updated_at"]
     list_filter = ["status"]
     search_fields = ["id"]
@@ -162,14 +220,12 @@ class WorkflowInstanceAdmin(admin.ModelAdmin):
     def has_change_permission(self, request, obj=None):
         return False
 
-    def delete_model(self, request, obj):
+    def delete_refusal(self, obj) -> str | None:
+        return "is running or suspended; cancel it first" if obj.is_live else None
+
+    def service_delete(self, request, obj) -> None:
         # The same service as DELETE workflow-instances/{id}: refused while live, audited.
         services.workflow_instance_delete(instance=obj, actor=actor_from_request(request))
-
-    def delete_queryset(self, request, queryset):
-        with transaction.atomic():
-            for instance in queryset:
-                services.workflow_instance_delete(instance=instance, actor=actor_from_request(request))
 
     @admin.action(description="Cancel the selected instances")
     def cancel(self, request, queryset):

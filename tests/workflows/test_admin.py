@@ -5,8 +5,10 @@ import json
 import pytest
 
 from identity.models import User
+from tests.audit_log import chained_events
 from tests.workflows.factories import ACTOR, five_step_document, linear, published
 from workflows import runtime
+from workflows.admin import WorkflowDefinitionAdmin
 from workflows.models import WorkflowDefinition, WorkflowInstance
 from workflows.services import workflow_definition_execute
 
@@ -89,16 +91,74 @@ def test_cancel_action_calls_the_service(admin_client):
 
 
 def test_admin_delete_goes_through_the_service_refusing_live_instances(admin_client):
-    from tests.audit_log import chained_events
-
     live = workflow_definition_execute(definition=published(five_step_document()), input={"amount": 1}, actor=ACTOR)
     url = f"/admin/workflows/workflowinstance/{live.pk}/delete/"
-    # Refused while live: the service raises Conflict, nothing is deleted.
-    admin_client.raise_request_exception = False
-    admin_client.post(url, {"post": "yes"})
+    # Refused while live: the page says why, nothing is deleted.
+    response = admin_client.post(url, {"post": "yes"})
+    assert response.status_code == 200
+    assert "is running or suspended; cancel it first" in response.content.decode()
     assert WorkflowInstance.objects.filter(pk=live.pk).exists()
 
     admin_client.post("/admin/workflows/workflowinstance/", {"action": "cancel", "_selected_action": [str(live.pk)]})
     assert admin_client.post(url, {"post": "yes"}).status_code == 302
     assert not WorkflowInstance.objects.filter(pk=live.pk).exists()
     assert chained_events().filter(resource_type="workflow-instance", resource_id=str(live.pk), action="deleted")
+
+
+def test_deleting_a_definition_with_live_instances_is_refused_with_the_reason(admin_client):
+    definition = published(five_step_document())
+    workflow_definition_execute(definition=definition, input={"amount": 1}, actor=ACTOR)
+    url = f"/admin/workflows/workflowdefinition/{definition.pk}/delete/"
+    for response in (
+        admin_client.get(url),
+        admin_client.post(url, {"post": "yes"}),
+        admin_client.post(
+            "/admin/workflows/workflowdefinition/",
+            {"action": "delete_selected", "_selected_action": [str(definition.pk)], "post": "yes"},
+        ),
+    ):
+        assert response.status_code == 200
+        assert "has running or suspended instances; cancel them first" in response.content.decode()
+    assert WorkflowDefinition.objects.filter(pk=definition.pk).exists()
+
+
+@pytest.mark.parametrize("bulk", [False, True])
+def test_a_refusal_arising_after_the_confirmation_is_a_message(admin_client, monkeypatch, bulk):
+    # An instance started between the confirmation page's check and the delete: the service refuses.
+    definition = published(five_step_document())
+    workflow_definition_execute(definition=definition, input={"amount": 1}, actor=ACTOR)
+    monkeypatch.setattr(WorkflowDefinitionAdmin, "delete_refusal", lambda self, obj: None)
+    if bulk:
+        url = "/admin/workflows/workflowdefinition/"
+        data = {"action": "delete_selected", "_selected_action": [str(definition.pk)], "post": "yes"}
+    else:
+        url, data = f"/admin/workflows/workflowdefinition/{definition.pk}/delete/", {"post": "yes"}
+    response = admin_client.post(url, data, follow=True)
+    assert response.status_code == 200
+    assert [str(m) for m in response.context["messages"]] == [
+        "The workflow definition has running or suspended instances; cancel them first."
+    ]
+    assert WorkflowDefinition.objects.filter(pk=definition.pk).exists()
+    assert not chained_events().filter(event_type="config.changed").exists()
+
+
+def test_admin_deletes_are_recorded_as_config_changed(admin_client):
+    definition = published(five_step_document())
+    instance = workflow_definition_execute(definition=definition, input={"amount": 1}, actor=ACTOR)
+    admin_client.post(
+        "/admin/workflows/workflowinstance/", {"action": "cancel", "_selected_action": [str(instance.pk)]}
+    )
+    response = admin_client.post(
+        "/admin/workflows/workflowinstance/",
+        {"action": "delete_selected", "_selected_action": [str(instance.pk)], "post": "yes"},
+    )
+    assert response.status_code == 302
+    response = admin_client.post(f"/admin/workflows/workflowdefinition/{definition.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302
+    assert not WorkflowDefinition.objects.filter(pk=definition.pk).exists()
+    for resource_type, pk, service_event in (
+        ("workflow-instance", instance.pk, "workflow.instance.deleted"),
+        ("workflow-definition", definition.pk, "workflow.definition.deleted"),
+    ):
+        events = set(chained_events().filter(resource_id=str(pk)).values_list("event_type", "action", "resource_type"))
+        assert {("config.changed", "deleted", resource_type), (service_event, "deleted", resource_type)} <= events
