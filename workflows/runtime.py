@@ -4,12 +4,14 @@ import datetime as dt
 import functools
 import json
 import logging
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext, suppress
 from dataclasses import dataclass
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import (
     DEFAULT_DB_ALIAS,
@@ -702,12 +704,14 @@ def _has_runnable_work(instance_id) -> bool:
     return bool(found and found[0] == InstanceStatus.RUNNING and (found[1] or {}).get("tokens"))
 
 
-def run_instance(instance_id) -> int:
+def run_instance(instance_id, *, hand_over_at: float | None = None) -> int:
     """Run every step that can run now; returns the number of steps taken (safe to call twice).
 
     One runner per instance at a time (the run lock); each step is one transaction whose write is
     fenced by the instance's revision, so a concurrent cancel, resume or timer makes the step roll
-    back and run again on the fresh state rather than overwrite it.
+    back and run again on the fresh state rather than overwrite it. Past ``hand_over_at`` (a
+    time.monotonic() value) no further step starts: the run is enqueued again for a fresh task,
+    so only a single overlong step can reach the task's time limit.
     """
     steps = 0
     while True:
@@ -717,10 +721,13 @@ def run_instance(instance_id) -> int:
         try:
             if instance is None:
                 return steps
-            taken, status = _run_locked(instance_id, instance)
+            taken, status = _run_locked(instance_id, instance, hand_over_at)
             steps += taken
         finally:
             _release_run_lock(instance_id)
+        if status == _HANDED_OVER:
+            send(RUN_TASK, [str(instance_id)])
+            return steps
         # A resume committed just before the unlock found the lock held and left its work to us:
         # look once more (an ended instance cannot be resumed, so it needs no second look).
         if status in (InstanceStatus.FINISHED, InstanceStatus.FAULTED, InstanceStatus.CANCELLED, None):
@@ -729,10 +736,15 @@ def run_instance(instance_id) -> int:
             return steps
 
 
-def _run_locked(instance_id, cached: WorkflowInstance | None) -> tuple[int, str | None]:
-    """Steps taken and the last status seen, starting from the instance read under the lock."""
+_HANDED_OVER = "handed over"
+
+
+def _run_locked(instance_id, cached: WorkflowInstance | None, hand_over_at: float | None) -> tuple[int, str | None]:
+    """Steps taken and the last status seen (or _HANDED_OVER), starting from the instance read under the lock."""
     steps = 0
     while True:
+        if hand_over_at is not None and steps and time.monotonic() >= hand_over_at:
+            return steps, _HANDED_OVER
         try:
             cached, more = _step(instance_id, cached)
         except StaleInstance:
@@ -1003,6 +1015,8 @@ def execute_activity(activity, ctx: ActivityContext, activity_type: str, now: dt
         return Fault(f"expression {exc.expression!r} failed: {exc.message}")
     except (OperationalError, InterfaceError):
         raise  # the database went away: let the task fail and the stalled sweep retry it
+    except SoftTimeLimitExceeded:
+        raise  # the run task's time limit: workflows.tasks faults the instance saying so
     except Exception as exc:  # noqa: BLE001 - any activity failure faults the instance, never the worker
         message = scrub_text(
             f"activity '{ctx.activity_id}' ({activity_type}) failed: {type(exc).__name__}: {exc}", ctx._secrets
@@ -1149,6 +1163,31 @@ def fault_after_crash(instance_id, crash: StepCrashed) -> None:
             now=timezone.now(),
             token={"a": crash.activity_id},
             activity_type=crash.activity_type,
+        )
+
+
+def fault_overrun(instance_id, *, seconds: float, setting: str = "ELSA_WORKFLOW_RUN_TIME_LIMIT") -> None:
+    """Fault an instance whose run task overran its time limit, naming the activity that was running.
+
+    Called after the task's connection (and with it the run lock) is gone: the step in flight
+    rolled back, so it is the first pending one. Fenced like any change (row lock, revision).
+    """
+    with transaction.atomic():
+        instance = WorkflowInstance.objects.select_for_update().filter(pk=instance_id).first()
+        if instance is None or instance.status != InstanceStatus.RUNNING:
+            return
+        tokens = (instance.state or {}).get("tokens") or [{"a": ""}]
+        activity_id = tokens[0]["a"]
+        node = graph_of(instance.definition_version_id).nodes.get(activity_id) or {}
+        activity_type = node.get("type", "")
+        fault_locked(
+            instance,
+            activity_id=activity_id,
+            message=f"activity '{activity_id}' ({activity_type}) was stopped: the run task exceeded its time limit "
+            f"of {seconds:g} seconds ({setting})",
+            now=timezone.now(),
+            token={"a": activity_id},
+            activity_type=activity_type,
         )
 
 

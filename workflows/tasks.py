@@ -1,10 +1,13 @@
 """Celery entry points of the runtime: run an instance, fire a timer, sweep for lost work."""
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from celery import shared_task
+from celery import Task, shared_task
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections
 
 from workflows import runtime
@@ -46,23 +49,72 @@ def engine_connection(task) -> Iterator[None]:
             kept.close()
 
 
-# acks_late + reject_on_worker_lost: a worker killed mid-run leaves the message unacknowledged,
-# so the broker delivers it again after the visibility timeout; the step that was in flight
-# rolled back with the dead connection, so the next run continues from the last committed step.
-@shared_task(bind=True, name=runtime.RUN_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+class EngineTask(Task):
+    """A run or timer task: time-limited, and an instance whose task overran is faulted.
+
+    A runaway step (an expression evaluating for hours, a plug-in that never returns) must not
+    pin a worker and the instance's run lock forever. The soft limit raises SoftTimeLimitExceeded
+    in the task, which faults the instance; a step that cannot be interrupted (CEL evaluates in
+    Rust, which never lets the signal handler run) is killed at the hard limit, after which the
+    worker's parent process calls on_failure, which faults it. Either way the message is
+    acknowledged and the sweep no longer re-runs the instance. A long but healthy run never gets
+    there: it hands over to a fresh task between steps after half the soft limit.
+    """
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo):
+        if isinstance(exc, TimeLimitExceeded) and args:
+            runtime.fault_overrun(args[0], seconds=settings.ELSA_WORKFLOW_RUN_TIME_LIMIT)
+
+
+def _engine_task(name: str):
+    # acks_late + reject_on_worker_lost: a worker killed mid-run leaves the message unacknowledged,
+    # so the broker delivers it again after the visibility timeout; the step that was in flight
+    # rolled back with the dead connection, so the next run continues from the last committed step.
+    return shared_task(
+        bind=True,
+        base=EngineTask,
+        name=name,
+        acks_late=True,
+        reject_on_worker_lost=True,
+        ignore_result=True,
+        soft_time_limit=settings.ELSA_WORKFLOW_RUN_SOFT_TIME_LIMIT,
+        time_limit=settings.ELSA_WORKFLOW_RUN_TIME_LIMIT,
+    )
+
+
+def _hand_over_at() -> float:
+    return time.monotonic() + settings.ELSA_WORKFLOW_RUN_SOFT_TIME_LIMIT / 2
+
+
+@_engine_task(runtime.RUN_TASK)
 def run_instance(self, instance_id: str) -> int:
-    with engine_connection(self):
-        return runtime.run_instance(instance_id)
+    hand_over_at = _hand_over_at()
+    try:
+        with engine_connection(self):
+            return runtime.run_instance(instance_id, hand_over_at=hand_over_at)
+    except SoftTimeLimitExceeded:
+        # engine_connection closed the connection, which released the run lock with it.
+        runtime.fault_overrun(
+            instance_id, seconds=settings.ELSA_WORKFLOW_RUN_SOFT_TIME_LIMIT, setting="ELSA_WORKFLOW_RUN_SOFT_TIME_LIMIT"
+        )
+        return 0
 
 
-@shared_task(bind=True, name=runtime.TIMER_TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+@_engine_task(runtime.TIMER_TASK)
 def fire_timer(self, instance_id: str, activity_id: str, timer_id: str) -> bool:
-    with engine_connection(self):
-        fired = runtime.fire_timer(instance_id, activity_id, timer_id)
-        if fired:
-            # Continue in this task rather than waiting for the queued run: one less round trip.
-            runtime.run_instance(instance_id)
-        return fired
+    hand_over_at = _hand_over_at()
+    try:
+        with engine_connection(self):
+            fired = runtime.fire_timer(instance_id, activity_id, timer_id)
+            if fired:
+                # Continue in this task rather than waiting for the queued run: one less round trip.
+                runtime.run_instance(instance_id, hand_over_at=hand_over_at)
+            return fired
+    except SoftTimeLimitExceeded:
+        runtime.fault_overrun(
+            instance_id, seconds=settings.ELSA_WORKFLOW_RUN_SOFT_TIME_LIMIT, setting="ELSA_WORKFLOW_RUN_SOFT_TIME_LIMIT"
+        )
+        return True
 
 
 @shared_task(name="workflows.sweep", ignore_result=True)

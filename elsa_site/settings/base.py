@@ -362,6 +362,11 @@ ELSA_EXPRESSION_MAX_COMPREHENSIONS = env.int("ELSA_EXPRESSION_MAX_COMPREHENSIONS
 ELSA_WORKFLOW_STALL_SECONDS = env.int("ELSA_WORKFLOW_STALL_SECONDS", default=120)
 # Queue for the engine's run and timer tasks; empty means CELERY_TASK_DEFAULT_QUEUE.
 ELSA_WORKFLOW_QUEUE = env.str("ELSA_WORKFLOW_QUEUE", default="")
+# Time limits of one run or timer task (seconds). A run hands over to a fresh task after half the
+# soft limit; the soft limit faults the instance, the hard one (for a step that cannot be
+# interrupted, such as a long CEL evaluation) kills the pool process and faults it from the parent.
+ELSA_WORKFLOW_RUN_SOFT_TIME_LIMIT = env.float("ELSA_WORKFLOW_RUN_SOFT_TIME_LIMIT", default=300.0)
+ELSA_WORKFLOW_RUN_TIME_LIMIT = env.float("ELSA_WORKFLOW_RUN_TIME_LIMIT", default=330.0)
 # Longest accepted Delay (seconds); longer timers are refused at run time with a fault.
 ELSA_WORKFLOW_MAX_DELAY_SECONDS = env.int("ELSA_WORKFLOW_MAX_DELAY_SECONDS", default=366 * 86400)
 # Development mail goes to files under var/mail/, not the console: approval mails carry resume

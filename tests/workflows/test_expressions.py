@@ -33,6 +33,29 @@ def test_length_and_comprehension_limits_bound_the_cost(settings):
         compile_expression(nested)
 
 
+@pytest.mark.parametrize(
+    "source",
+    [
+        # A comment between the dot and the macro's name hid it from the count.
+        "input.items.//\nall(a, input.items.//\nall(b, input.items.//\nall(c, true)))",
+        "input.items.map(x, x) // a comment\n.map(y, y).filter(z, z > 0)",
+        "input.items.map(x, '//').map(y, y).all(z, true)",
+    ],
+)
+def test_every_comprehension_macro_counts_whatever_comments_surround_it(settings, source):
+    settings.ELSA_EXPRESSION_MAX_COMPREHENSIONS = 2
+    with pytest.raises(ExpressionError, match="more than 2 comprehension"):
+        compile_expression(source)
+
+
+def test_macro_names_in_strings_and_comments_do_not_count(settings):
+    settings.ELSA_EXPRESSION_MAX_COMPREHENSIONS = 1
+    source = (
+        r"""input.items.map(x, x).size() + [".map(", '.all(\'', r'\', '''.filter(''', b'.exists('].size() // .map("""
+    )
+    compile_expression(source)
+
+
 def test_runtime_errors_name_the_failure():
     with pytest.raises(ExpressionError, match="division"):
         evaluate_expression("input.amount / 0", CONTEXT)

@@ -2,6 +2,7 @@
 
 import logging
 import threading
+import time
 
 import pytest
 from django.core import mail
@@ -88,6 +89,26 @@ def loop_document() -> dict:
             {"source": "again", "outcome": "True", "target": "inc"},
         ],
     )
+
+
+def queued_runs(settings) -> int:
+    from elsa_site.celery import app
+
+    with app.connection_for_write() as conn:
+        return conn.default_channel.queue_declare(settings.ELSA_WORKFLOW_QUEUE, passive=True).message_count
+
+
+def test_a_run_past_its_time_slice_hands_over_to_a_fresh_task(settings):
+    steps = [{"id": f"s{i}", "type": "SetVariable", "variable": "n", "value": f"{i}"} for i in range(3)]
+    definition = published(linear(*steps, variables=[{"name": "n"}]))
+    instance = workflow_definition_execute(definition=definition, input={}, actor=ACTOR)
+    queued = queued_runs(settings)
+    # Already past its slice: the run takes one step, then enqueues itself again and returns.
+    assert runtime.run_instance(instance.pk, hand_over_at=time.monotonic()) == 1
+    assert queued_runs(settings) == queued + 1
+    assert WorkflowInstance.objects.get(pk=instance.pk).status == "Running"
+    runtime.run_instance(instance.pk)
+    assert executed(WorkflowInstance.objects.get(pk=instance.pk, status="Finished")) == ["s0", "s1", "s2"]
 
 
 def test_endless_loop_is_faulted_at_the_step_cap(settings):
