@@ -22,4 +22,11 @@ def check_limits(app_configs=None, **kwargs) -> list[Error]:
                 id="workflows.E003",
             )
         )
+    if not 0 < settings.ELSA_WORKFLOW_RUN_SOFT_TIME_LIMIT < settings.ELSA_WORKFLOW_RUN_TIME_LIMIT:
+        errors.append(
+            Error(
+                "ELSA_WORKFLOW_RUN_SOFT_TIME_LIMIT must be above 0 and below ELSA_WORKFLOW_RUN_TIME_LIMIT.",
+                id="workflows.E004",
+            )
+        )
     return errors

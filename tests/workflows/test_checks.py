@@ -24,3 +24,8 @@ def test_e002_step_cap(settings):
 def test_e003_expression_limits(settings):
     settings.ELSA_EXPRESSION_MAX_COMPREHENSIONS = 50
     assert ids() == {"workflows.E003"}
+
+
+def test_e004_run_time_limits(settings):
+    settings.ELSA_WORKFLOW_RUN_SOFT_TIME_LIMIT = settings.ELSA_WORKFLOW_RUN_TIME_LIMIT
+    assert ids() == {"workflows.E004"}
