@@ -739,7 +739,9 @@ def run_instance(instance_id, *, hand_over_at: float | None = None) -> int:
 _HANDED_OVER = "handed over"
 
 
-def _run_locked(instance_id, cached: WorkflowInstance | None, hand_over_at: float | None) -> tuple[int, str | None]:
+def _run_locked(
+    instance_id, cached: WorkflowInstance | None, hand_over_at: float | None = None
+) -> tuple[int, str | None]:
     """Steps taken and the last status seen (or _HANDED_OVER), starting from the instance read under the lock."""
     steps = 0
     while True:
@@ -792,14 +794,18 @@ def _step(instance_id, cached: WorkflowInstance | None) -> tuple[WorkflowInstanc
     token = state["tokens"][0]
     node = graph.nodes.get(token["a"]) or {}
     try:
-        in_transaction = get_activity(node.get("type", "")).uses_database or "resume" in token
+        activity = get_activity(node.get("type", ""))
+        in_transaction = activity.uses_database or "resume" in token
+        hold_row = activity.has_external_effects and "resume" not in token
     except UnknownActivityType:
-        in_transaction = True
+        in_transaction, hold_row = True, False
     # An activity that writes to the database runs inside the step's transaction, so its rows
     # commit with the step. One that does not runs outside any transaction; its step is then
     # persisted by one statement (a transaction only when a lifecycle event is written too).
     try:
-        with transaction.atomic() if in_transaction else nullcontext():
+        with transaction.atomic() if in_transaction or hold_row else nullcontext():
+            if hold_row:
+                _hold_row(instance)
             advance(instance, graph, now)
     except DataError as exc:
         # The database refused the step's write (a value refuse_unstorable does not know of): the
@@ -809,6 +815,25 @@ def _step(instance_id, cached: WorkflowInstance | None) -> tuple[WorkflowInstanc
         message = f"activity '{activity_id}' ({activity_type}): the database refused to store its result"
         raise StepCrashed(activity_id, activity_type, f"{message} ({type(exc).__name__})", now) from exc
     return instance, instance.status == InstanceStatus.RUNNING
+
+
+def _hold_row(instance: WorkflowInstance) -> None:
+    """Lock the instance's row for the step (its transaction), before an activity with external effects runs.
+
+    The runner holds only the run lock; a resume, timer or cancel takes the row lock and moves the
+    revision, which makes the step's fenced save stale and the step run again: an e-mail sent or
+    an HTTP call made twice. Held, they wait for this step to commit and then see its result.
+    FOR NO KEY UPDATE: rows referencing the instance (execution records) can still be inserted.
+    Raises StaleInstance (nothing has run yet) if the instance moved on since it was read.
+    """
+    current = (
+        WorkflowInstance.objects.select_for_update(no_key=True)
+        .filter(pk=instance.pk)
+        .values_list("revision", flat=True)
+        .first()
+    )
+    if current != instance.revision:
+        raise StaleInstance(str(instance.pk))
 
 
 def settle(instance: WorkflowInstance, now: dt.datetime) -> list:

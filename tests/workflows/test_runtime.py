@@ -10,6 +10,7 @@ from django.db import connection
 
 from elsa_site.errors import Conflict, InvalidInput
 from tests.audit_log import chained_events
+from tests.conftest import wait_until
 from tests.workflows.factories import ACTOR, five_step_document, linear, published
 from workflows import runtime, signals
 from workflows.activities.base import _REGISTRY, Activity, Done, Reschedule, register_activity
@@ -393,6 +394,55 @@ def test_two_runners_at_once_execute_each_activity_once():
     assert instance.status == "Finished"
     ids = list(ActivityExecution.objects.filter(instance=instance).values_list("activity_id", flat=True))
     assert sorted(ids) == sorted(f"s{i}" for i in range(40))
+
+
+def resume_is_waiting_for_a_lock() -> bool:
+    with connection.cursor() as cursor:
+        # Asked inside the step's transaction, which would otherwise keep its first snapshot of the view.
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        return cursor.fetchone()[0] > 0
+
+
+def test_a_resume_during_an_email_waits_for_the_step_and_the_email_is_sent_once(settings, monkeypatch):
+    from workflows.activities import core
+
+    document = linear(
+        {"id": "fork", "type": "Fork"},
+        {"id": "wait", "type": "Delay", "seconds": 3600},
+        {"id": "notify", "type": "SendEmail", "to": "'ops@example.com'", "subject": "'hi'", "body": "'once'"},
+        name="fork-mail",
+        connections=[{"source": "fork", "target": "wait"}, {"source": "fork", "target": "notify"}],
+    )
+    instance = workflow_definition_execute(definition=published(document), input={}, actor=ACTOR)
+    real_send_mail, resumes = core.send_mail, []
+
+    def resume_waiting_branch():
+        try:
+            current = WorkflowInstance.objects.get(pk=instance.pk)
+            workflow_instance_resume(instance=current, activity_id="wait", actor=ACTOR)
+        finally:
+            connection.close()
+
+    def send_mail_while_the_other_branch_resumes(*args, **kwargs):
+        # The other branch is resumed (a real concurrent commit) while the e-mail is being sent.
+        if not resumes:
+            resumes.append(threading.Thread(target=resume_waiting_branch))
+            resumes[0].start()
+            wait_until(lambda: not resumes[0].is_alive() or resume_is_waiting_for_a_lock(), message="the resume to run")
+        return real_send_mail(*args, **kwargs)
+
+    monkeypatch.setattr(core, "send_mail", send_mail_while_the_other_branch_resumes)
+    runtime.run_instance(instance.pk)
+    resumes[0].join()
+    runtime.run_instance(instance.pk)  # the resumed branch (its run was enqueued to a queue nobody reads)
+    instance.refresh_from_db()
+    assert instance.fault_message == ""
+    assert [m.body for m in mail.outbox] == ["once"]
+    assert instance.status == "Finished"
+    assert sorted(executed(instance)) == ["fork", "notify", "wait"]
 
 
 def test_cancel_during_a_run_wins_over_the_step_in_flight():

@@ -31,9 +31,11 @@ Execution model (what the engine guarantees to an activity):
   step's transaction: the ActivityExecution record, the new instance state and any audit event
   commit together with whatever rows ``execute`` writes. Every step's write is fenced by the
   instance's revision: if a cancel or resume changed the instance meanwhile, the step rolls
-  back and runs again on the fresh state. If the worker dies before the commit, the activity
-  runs again later, so side effects outside the database (an e-mail, an HTTP call) are
-  at-least-once: make them idempotent where you can.
+  back and runs again on the fresh state; with ``has_external_effects = True`` (the default) the
+  step holds the instance's row lock while ``execute`` runs, so those changes wait for it and
+  never make it run twice. If the worker dies before the commit, the activity runs again later,
+  so side effects outside the database (an e-mail, an HTTP call) are at-least-once: make them
+  idempotent where you can.
 * Never sleep in ``execute``: return ``Reschedule(countdown, reason)`` to be run again later,
   or ``Suspend(...)`` to wait for an outside event.
 * An exception raised by ``execute`` faults the instance with the activity id and the error
@@ -209,6 +211,11 @@ class Activity:
     # commit or roll back with the step. Set False only when execute never touches the database;
     # the engine then persists the step with a single statement, outside a transaction.
     uses_database: ClassVar[bool] = True
+    # True (the safe default): execute has effects outside the database (an e-mail, an HTTP call).
+    # Its step then holds the instance's row lock while it runs, so a concurrent resume, timer or
+    # cancel waits for the step to commit instead of making its save stale, which would run the
+    # activity (and its effect) a second time. Set False for activities that only compute.
+    has_external_effects: ClassVar[bool] = True
     # Engine-internal: Join activities synchronise incoming branches before they execute.
     is_join: ClassVar[bool] = False
     # Finish ends the whole instance (every pending branch) instead of only its own branch.

@@ -27,6 +27,7 @@ class SetVariable(Activity):
     """Assign the value of an expression to a declared variable (encrypted if the variable is secret)."""
 
     uses_database = False
+    has_external_effects = False
     type_name = "SetVariable"
     required_fields = ("variable", "value")
     expression_fields = ("value",)
@@ -44,6 +45,7 @@ class If(Activity):
     """Branch on a boolean condition."""
 
     uses_database = False
+    has_external_effects = False
     type_name = "If"
     outcomes = ("True", "False")
     required_fields = ("condition",)
@@ -61,6 +63,7 @@ class Switch(Activity):
     """Take the first case whose condition holds, else Default."""
 
     uses_database = False
+    has_external_effects = False
     type_name = "Switch"
     required_fields = ("cases",)
     expression_fields = ("cases.*.condition",)
@@ -104,6 +107,7 @@ class Fork(Activity):
     """Start one parallel branch per outgoing connection."""
 
     uses_database = False
+    has_external_effects = False
     type_name = "Fork"
 
     def execute(self, ctx: ActivityContext):
@@ -115,6 +119,7 @@ class Join(Activity):
     """Merge parallel branches: mode "all" waits for every incoming branch, "any" continues on the first."""
 
     uses_database = False
+    has_external_effects = False
     type_name = "Join"
     is_join = True
 
@@ -132,6 +137,7 @@ class WriteLog(Activity):
     """Write a message to the "elsa.workflow" logger (secret values scrubbed, sensitive keys redacted)."""
 
     uses_database = False
+    has_external_effects = False
     type_name = "WriteLog"
     required_fields = ("message",)
     expression_fields = ("message",)
@@ -161,6 +167,7 @@ class Delay(Activity):
     """Wait `seconds` on a durable timer, then continue with Done."""
 
     uses_database = False
+    has_external_effects = False
     type_name = "Delay"
     required_fields = ("seconds",)
     expression_fields = ("seconds",)
@@ -212,6 +219,7 @@ class Finish(Activity):
     """End the instance: every other pending branch and timer is dropped."""
 
     uses_database = False
+    has_external_effects = False
     type_name = "Finish"
     outcomes = ()
     ends_instance = True
@@ -225,6 +233,7 @@ class FaultActivity(Activity):
     """Fail the instance with a message (an expression)."""
 
     uses_database = False
+    has_external_effects = False
     type_name = "Fault"
     outcomes = ()
     expression_fields = ("message",)
