@@ -94,7 +94,8 @@ class WorkflowInstance(models.Model):
     # Secret variables: name -> Fernet ciphertext (workflows.encryption); decrypted only in workers.
     secret_variables = models.JSONField(default=dict, blank=True)
     outputs = models.JSONField(default=dict, blank=True)
-    # Scheduling state: {"tokens": [{"a": id, "from": id}], "joins": {...}, "waiting": {id: {...}}}.
+    # Scheduling state: {"tokens": [{"a": id, "from": id, "j"?: {any-Join id: round}}], "joins": {...},
+    # "waiting": {id: {...}}} (runtime.join_ready explains "j").
     state = models.JSONField(default=dict, blank=True)
     step_count = models.PositiveIntegerField(default=0)
     # Bumped by every write of the run state; a step whose snapshot is stale reloads first.

@@ -442,8 +442,9 @@ def enqueue_timer(instance_id, activity_id: str, entry: dict) -> None:
 
 def _resume_change(instance: WorkflowInstance, activity_id: str, outcome: str, output: Any, now: dt.datetime) -> list:
     """Queue the completion of a waiting activity in memory; returns the status events to record."""
-    instance.state.setdefault("waiting", {}).pop(activity_id)
-    instance.state.setdefault("tokens", []).append({"a": activity_id, "resume": {"outcome": outcome, "output": output}})
+    entry = instance.state.setdefault("waiting", {}).pop(activity_id)
+    resume = {"outcome": outcome, "output": output}
+    instance.state.setdefault("tokens", []).append({"a": activity_id, "resume": resume, **_lineage(entry)})
     return change_status(instance, InstanceStatus.RUNNING, now=now) if instance.status != "Running" else []
 
 
@@ -849,21 +850,43 @@ def settle(instance: WorkflowInstance, now: dt.datetime) -> list:
     return []  # a Reschedule timer will continue it: it stays Running
 
 
-def join_ready(instance: WorkflowInstance, graph: Graph, node: dict, source: str | None) -> bool:
-    """Record a branch arriving at a Join; True when the Join should run now."""
+def _lineage(token: Mapping[str, Any]) -> dict:
+    """What a token carries along: {"j": {any-Join id: the round of it the token descends from}} or nothing."""
+    return {"j": token["j"]} if token.get("j") else {}
+
+
+def join_ready(instance: WorkflowInstance, graph: Graph, node: dict, token: dict) -> bool:
+    """Record a branch arriving at a Join; True when the Join should run now.
+
+    ``all``: runs when every incoming source has arrived, then starts afresh (a loop's next round).
+    ``any``: runs on the first arrival of each round. Rounds are told apart by descent, not by
+    source: the Join counts its firings, and every token downstream of a firing carries its number
+    (``token["j"]``, kept through waits, retries and resumes). An arrival descending from the
+    latest firing (or, before the first, from none) opens the next round and runs the Join, which
+    makes a loop back into the Join run it every time round; an arrival descending from an earlier
+    round (a parallel branch of a round that has already run) is absorbed.
+    """
     joins = instance.state["joins"]
-    expected = graph.incoming_sources.get(node["id"], frozenset())
-    entry = joins.setdefault(node["id"], {"arrived": [], "fired": False})
-    entry["arrived"].append(source)
-    arrived = set(entry["arrived"])
+    join_id = node["id"]
+    lineage = token.get("j") or {}
     if node.get("mode", "all") == "any":
-        fire = not entry["fired"]
-        entry["fired"] = True
-        if arrived >= expected:
-            joins.pop(node["id"])  # every branch is in: the next round (a loop) starts afresh
-        return fire
-    if arrived >= expected:
-        joins.pop(node["id"])
+        entry = joins.setdefault(join_id, {"round": 0})
+        if lineage.get(join_id, 0) != entry["round"]:
+            return False  # a later branch of a round that already ran
+        entry["round"] += 1
+        token["j"] = {**lineage, join_id: entry["round"]}
+        return True
+    expected = graph.incoming_sources.get(join_id, frozenset())
+    entry = joins.setdefault(join_id, {"arrived": [], "fired": False})
+    entry["arrived"].append(token.get("from"))
+    # The joined branches' lineages, merged: a token descends from every round any of them does.
+    merged = entry.setdefault("j", {})
+    for other, round_ in lineage.items():
+        merged[other] = max(round_, merged.get(other, 0))
+    if set(entry["arrived"]) >= expected:
+        joins.pop(join_id)
+        if merged:
+            token["j"] = merged
         return True
     return False
 
@@ -888,7 +911,7 @@ def advance(instance: WorkflowInstance, graph: Graph, now: dt.datetime) -> None:
     assert node is not None  # a missing node has no type: it faulted above
     instance.step_count += 1
 
-    if activity.is_join and "resume" not in token and not join_ready(instance, graph, node, token.get("from")):
+    if activity.is_join and "resume" not in token and not join_ready(instance, graph, node, token):
         save_state(instance, now, durable=False)  # a branch arrived; the Join waits for the others
         return
 
@@ -955,7 +978,7 @@ def advance(instance: WorkflowInstance, graph: Graph, now: dt.datetime) -> None:
         else:
             for outcome, target in graph.outgoing.get(activity_id, ()):
                 if outcome == result.outcome:
-                    state["tokens"].append({"a": target, "from": activity_id})
+                    state["tokens"].append({"a": target, "from": activity_id, **_lineage(token)})
         events = settle(instance, now)
         if not events:
             save_state(instance, now, row, durable=False)
@@ -969,6 +992,7 @@ def advance(instance: WorkflowInstance, graph: Graph, now: dt.datetime) -> None:
             "since": now.isoformat(),
             "from": token.get("from"),
             "data": scrub_secrets(result.data, secrets),
+            **_lineage(token),
         }
         if result.resume_at is not None:
             resume_at = result.resume_at.astimezone(dt.UTC).isoformat()  # UTC: the strings compare in time order
@@ -1002,6 +1026,7 @@ def advance(instance: WorkflowInstance, graph: Graph, now: dt.datetime) -> None:
             "retry": True,
             "attempt": attempt + 1,
             "from": token.get("from"),
+            **_lineage(token),
             "timer": uuid.uuid4().hex,
             "resume_at": (now + dt.timedelta(seconds=countdown)).isoformat(),
         }
@@ -1233,7 +1258,7 @@ def fire_timer(instance_id, activity_id: str, timer_id: str) -> bool:
             now = timezone.now()
             instance.state["waiting"].pop(activity_id)
             instance.state.setdefault("tokens", []).append(
-                {"a": activity_id, "from": entry.get("from"), "attempt": entry["attempt"]}
+                {"a": activity_id, "from": entry.get("from"), "attempt": entry["attempt"], **_lineage(entry)}
             )
             events = change_status(instance, InstanceStatus.RUNNING, now=now) if instance.status != "Running" else []
             save_and_emit(instance, now, events, actor=ENGINE_ACTOR, context={"activity_id": activity_id})

@@ -112,6 +112,112 @@ def test_a_run_past_its_time_slice_hands_over_to_a_fresh_task(settings):
     assert executed(WorkflowInstance.objects.get(pk=instance.pk, status="Finished")) == ["s0", "s1", "s2"]
 
 
+COUNT = {"id": "inc", "type": "SetVariable", "variable": "n", "value": "(has(vars.n) ? vars.n : 0) + 1"}
+
+
+def test_join_any_as_the_merge_point_of_a_loop_runs_on_every_round():
+    document = linear(
+        {"id": "begin", "type": "Fork"},
+        {"id": "merge", "type": "Join", "mode": "any"},
+        COUNT,
+        {"id": "more", "type": "If", "condition": "vars.n < 3"},
+        variables=[{"name": "n"}],
+        connections=[
+            {"source": "begin", "target": "merge"},
+            {"source": "merge", "target": "inc"},
+            {"source": "inc", "target": "more"},
+            {"source": "more", "outcome": "True", "target": "merge"},
+        ],
+    )
+    instance = run(document)
+    assert instance.status == "Finished"
+    assert instance.variables == {"n": 3}
+    assert executed(instance).count("merge") == 3
+
+
+def test_join_any_in_a_loop_runs_again_when_a_branch_never_reaches_it():
+    document = linear(
+        {"id": "begin", "type": "Fork"},
+        {"id": "fork", "type": "Fork"},
+        {"id": "a", "type": "WriteLog", "message": "'a'"},
+        {"id": "b", "type": "If", "condition": "false"},
+        {"id": "join", "type": "Join", "mode": "any"},
+        COUNT,
+        {"id": "more", "type": "If", "condition": "vars.n < 3"},
+        variables=[{"name": "n"}],
+        connections=[
+            {"source": "begin", "target": "fork"},
+            {"source": "fork", "target": "a"},
+            {"source": "fork", "target": "b"},
+            {"source": "a", "target": "join"},
+            {"source": "b", "outcome": "True", "target": "join"},
+            {"source": "join", "target": "inc"},
+            {"source": "inc", "target": "more"},
+            {"source": "more", "outcome": "True", "target": "fork"},
+        ],
+    )
+    instance = run(document)
+    assert instance.status == "Finished"
+    assert instance.variables == {"n": 3}
+
+
+def test_join_any_loop_rounds_survive_a_wait_and_its_resume():
+    document = linear(
+        {"id": "begin", "type": "Fork"},
+        {"id": "merge", "type": "Join", "mode": "any"},
+        COUNT,
+        {"id": "wait", "type": "Delay", "seconds": 3600},
+        {"id": "more", "type": "If", "condition": "vars.n < 2"},
+        variables=[{"name": "n"}],
+        connections=[
+            {"source": "begin", "target": "merge"},
+            {"source": "merge", "target": "inc"},
+            {"source": "inc", "target": "wait"},
+            {"source": "wait", "target": "more"},
+            {"source": "more", "outcome": "True", "target": "merge"},
+        ],
+    )
+    instance = run(document)
+    for _ in range(2):
+        assert instance.status == "Suspended"
+        workflow_instance_resume(instance=instance, activity_id="wait", actor=ACTOR)
+        runtime.run_instance(instance.pk)
+        instance = WorkflowInstance.objects.get(pk=instance.pk)
+    assert instance.status == "Finished"
+    assert instance.variables == {"n": 2}
+
+
+def test_join_any_in_a_loop_absorbs_the_slower_branch_of_each_round():
+    # The slow branch arrives after its round's Join ran (and after the loop went round): absorbed.
+    slow = [{"id": f"b{i}", "type": "WriteLog", "message": f"'b{i}'"} for i in range(3)]
+    document = linear(
+        {"id": "begin", "type": "Fork"},
+        {"id": "fork", "type": "Fork"},
+        {"id": "a", "type": "WriteLog", "message": "'a'"},
+        *slow,
+        {"id": "join", "type": "Join", "mode": "any"},
+        COUNT,
+        {"id": "more", "type": "If", "condition": "vars.n < 3"},
+        variables=[{"name": "n"}],
+        connections=[
+            {"source": "begin", "target": "fork"},
+            {"source": "fork", "target": "a"},
+            {"source": "fork", "target": "b0"},
+            {"source": "b0", "target": "b1"},
+            {"source": "b1", "target": "b2"},
+            {"source": "a", "target": "join"},
+            {"source": "b2", "target": "join"},
+            {"source": "join", "target": "inc"},
+            {"source": "inc", "target": "more"},
+            {"source": "more", "outcome": "True", "target": "fork"},
+        ],
+    )
+    instance = run(document)
+    assert instance.status == "Finished"
+    assert instance.variables == {"n": 3}
+    assert executed(instance).count("join") == 3 and executed(instance).count("b2") == 3
+
+
 def test_endless_loop_is_faulted_at_the_step_cap(settings):
     settings.ELSA_WORKFLOW_MAX_STEPS = 20
     # The loop has no start activity without an incoming edge unless one is added in front.
