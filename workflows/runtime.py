@@ -422,6 +422,10 @@ def send(task: str, args: list, **options) -> None:
             ignore_result=True,
             argsrepr=repr(args),
             kwargsrepr="{}",
+            # The worker's own time limits (workflows.tasks) decide, not the sender's: send_task
+            # would otherwise copy the sending process's task options into the message.
+            time_limit=None,
+            soft_time_limit=None,
             **options,
         )
 

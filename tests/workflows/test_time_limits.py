@@ -25,6 +25,16 @@ def own_queue(settings, live_worker):
     return {"ELSA_WORKFLOW_QUEUE": queue}
 
 
+@pytest.fixture(autouse=True)
+def tasks_registered_here():
+    """This process knows the engine's tasks (with the default limits), as a web process does: the
+    worker's own limits must still apply to what it sends."""
+    import workflows.tasks  # noqa: F401 - registers the engine's tasks in this process
+    from elsa_site.celery import app
+
+    assert "workflows.run_instance" in app.tasks
+
+
 def faulted(instance_id) -> WorkflowInstance:
     return wait_until(
         lambda: WorkflowInstance.objects.filter(pk=instance_id, status="Faulted").first(),
