@@ -23,10 +23,6 @@ class HttpRequest(Activity):
     outcomes = ("Success", "ClientError", "ServerError")
     required_fields = ("executor", "endpoint")
     expression_fields = ("path_params.*", "query.*", "headers.*", "body")
-    # Outside the step's transaction: each call's audit event (and the breaker's state, on the
-    # database store) commits on its own, so the record of a call that reached the partner survives
-    # a step that rolls back (a stale save). execute only reads the executor row otherwise.
-    uses_database = False
 
     def validate(self, node: dict) -> list[tuple[str, str]]:
         problems = []

@@ -350,9 +350,9 @@ def _audit_call(executor, *, endpoint, method, status, duration_ms, attempt, bre
     )
 
 
-# Not @transaction.atomic: no transaction (or row lock) of ours is held while the partner answers;
-# each audit event gets its own atomic block, which commits at once (HttpRequest runs outside the
-# engine's step transaction): a call that happened stays audited even if its step rolls back.
+# Not @transaction.atomic: this service opens no transaction of its own around the call; each audit
+# event gets its own atomic block (a savepoint within the engine's step transaction, which holds the
+# instance's row lock so the step cannot go stale and repeat the call; see HttpRequest).
 def executor_call(
     *,
     executor: Executor,

@@ -46,7 +46,9 @@ def test_definitions_with_http_request_compile_their_expressions():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_audit_event_of_a_call_survives_a_step_whose_save_goes_stale(make_executor):
+def test_a_change_during_a_call_waits_for_the_step_and_the_partner_is_called_once(make_executor):
+    import threading
+
     from django.db import connections
     from django.db.models import F
 
@@ -56,22 +58,31 @@ def test_the_audit_event_of_a_call_survives_a_step_whose_save_goes_stale(make_ex
     from tests.workflows.factories import linear
     from workflows.models import WorkflowInstance
 
-    calls = []
+    calls, changes = [], []
+
+    def change_the_instance():
+        # Another change of the instance (a resume of another branch, a timer) while the partner
+        # answers: it waits for the step's row lock, so the step's save cannot go stale and the
+        # call is neither repeated nor left without its audit event.
+        try:
+            changes.append(WorkflowInstance.objects.update(revision=F("revision") + 1))
+        finally:
+            connections.close_all()
 
     def partner(recorded):
         calls.append(recorded.path)
         if len(calls) == 1:
-            # Another change of the instance commits while the partner answers (a resume of another
-            # branch, a timer): the step's fenced save then finds a newer revision and rolls back.
-            WorkflowInstance.objects.update(revision=F("revision") + 1)
-            connections.close_all()
+            changer = threading.Thread(target=change_the_instance)
+            changer.start()
+            changes.append(changer)
         return 200, {}, {"charged": True}
 
     with serve(partner) as server:
         executor = make_executor(server.url, name="payments")
         node = {"id": "charge", "type": "HttpRequest", "executor": executor.name, "endpoint": "analyze"}
         instance = run_in_process(start_instance(linear(node, name="charge")))
+        changes[0].join(timeout=30)
     assert instance.status == "Finished", instance.fault_message
-    # Every call that reached the partner keeps its audit event, whatever became of the step.
-    assert calls
-    assert chained_events().filter(event_type="executor.call", action="call").count() == len(calls)
+    assert len(calls) == 1
+    assert changes[1:] == [1]  # the concurrent change went through, after the step
+    assert chained_events().filter(event_type="executor.call", action="call").count() == 1
