@@ -10,7 +10,7 @@ from jsonschema.exceptions import SchemaError
 from rest_framework import status
 
 from elsa_site.errors import DomainError, InvalidInput
-from workflows.validation import json_schema_validator
+from workflows.validation import json_schema_validator, reference_problems
 
 MAX_INPUT_BYTES = 1024 * 1024
 MAX_REPORTED_ERRORS = 20
@@ -197,12 +197,19 @@ def _validator(schema_text: str) -> Draft202012Validator:
     return json_schema_validator(json.loads(schema_text))  # never fetches a $ref (SSRF)
 
 
+_LOOP_ERROR = {"schema_path": "", "message": "the input schema's references loop without end"}
+
+
 def schema_errors(schema: dict | None, value) -> list[dict]:
     """Where `value` violates `schema`: [{"schema_path", "message"}], at most 20, never quoting the value."""
     if not schema:
         return []
     validator = _validator(json.dumps(schema, sort_keys=True, separators=(",", ":")))
-    errors = sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_schema_path))
+    try:
+        errors = sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_schema_path))
+    except RecursionError:
+        # A reference cycle that never descends into the value ({"$ref": "#"}): refused, not a 500.
+        return [dict(_LOOP_ERROR)]
     return [
         {"schema_path": _schema_pointer(error.absolute_schema_path), "message": _error_message(error)}
         for error in errors[:MAX_REPORTED_ERRORS]
@@ -224,4 +231,8 @@ def schema_problems(schema) -> list[str]:
         Draft202012Validator.check_schema(schema)
     except SchemaError as exc:
         return [f"is not a valid JSON Schema ({exc.validator} at {_schema_pointer(exc.absolute_schema_path)})"]
-    return []
+    problems = [f"{problem['message']} ({problem['pointer']})" for problem in reference_problems(schema)]
+    samples: tuple[object, ...] = (None, {})
+    if not problems and any(_LOOP_ERROR in schema_errors(schema, value) for value in samples):
+        problems.append("has references that loop without end")
+    return problems

@@ -82,3 +82,37 @@ def test_a_resume_input_schema_reference_is_never_fetched():
         with pytest.raises(InputSchemaViolation):
             input_validate({"$ref": f"{server.url}/internal/admin"}, {"decision": "yes"})
         assert server.count() == 0
+
+
+def _wait_for_resume_document(schema: dict) -> dict:
+    return {
+        "name": "approval",
+        "activities": [
+            {"id": "approve", "type": "WaitForResume", "input_schema": schema},
+            {"id": "done", "type": "Finish"},
+        ],
+        "connections": [{"source": "approve", "target": "done"}],
+    }
+
+
+@pytest.mark.parametrize(
+    ("schema", "problem"),
+    [
+        ({"$ref": "https://schemas.example/approval.json"}, "does not resolve within the schema"),
+        ({"properties": {"a": {"$ref": "#/$defs/missing"}}}, "does not resolve within the schema"),
+        ({"$ref": "#"}, "loop without end"),
+    ],
+)
+def test_a_wait_for_resume_input_schema_that_cannot_be_evaluated_is_refused_at_save(
+    api_client, headers, schema, problem
+):
+    response = api_client.post(URL, _wait_for_resume_document(schema), format="json", **headers)
+    assert response.status_code == 400, response.json()
+    details = response.json()["error"]["details"]
+    assert any(d["pointer"] == "/activities/0/input_schema" and problem in d["message"] for d in details), details
+
+
+def test_a_resume_input_schema_whose_references_loop_is_a_400_not_a_500():
+    with pytest.raises(InputSchemaViolation) as refused:
+        input_validate({"$ref": "#"}, {"decision": "yes"})
+    assert refused.value.details == [{"schema_path": "", "message": "the input schema's references loop without end"}]
