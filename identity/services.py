@@ -169,6 +169,18 @@ def token_refresh(*, refresh_token: str, actor: Actor) -> dict:
     family = tokens.refresh_token_family(payload)
     pair = None
     disabled = False
+
+    def refused(reason: str) -> None:
+        # The token's whole family is revoked, and why is recorded, in the transaction below.
+        audit_record(
+            event_type="identity.refresh",
+            action="rotate",
+            result=FAILURE,
+            resource=(actor_type or "user", actor_id),
+            actor=actor,
+            context={"reason": reason, "revoked": tokens.token_family_revoke(family)},
+        )
+
     with transaction.atomic():
         # One transaction from the blacklist row to the new pair: a concurrent reuse waits for it,
         # then revokes the family including the pair issued here.
@@ -177,14 +189,7 @@ def token_refresh(*, refresh_token: str, actor: Actor) -> dict:
             if subject is None:
                 # Committed before the 401: the family stays revoked even if the account is enabled again.
                 disabled = True
-                audit_record(
-                    event_type="identity.refresh",
-                    action="rotate",
-                    result=FAILURE,
-                    resource=(actor_type or "user", actor_id),
-                    actor=actor,
-                    context={"reason": "account_disabled", "revoked": tokens.token_family_revoke(family)},
-                )
+                refused("account_disabled")
             else:
                 pair = tokens.token_pair_issue(subject, family=family)
                 audit_record(
@@ -194,15 +199,7 @@ def token_refresh(*, refresh_token: str, actor: Actor) -> dict:
                     actor=Actor(actor_type or "user", actor_id, actor.ip, subject.actor_name),
                 )
         else:
-            revoked = tokens.token_family_revoke(family)
-            audit_record(
-                event_type="identity.refresh",
-                action="rotate",
-                result=FAILURE,
-                resource=(actor_type or "user", actor_id),
-                actor=actor,
-                context={"reason": "reuse_detected", "revoked": revoked},
-            )
+            refused("reuse_detected")
     if disabled:
         raise InvalidCredentials("The account is disabled.")
     if pair is None:
