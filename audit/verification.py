@@ -414,7 +414,7 @@ def _verify_in_segments(starts: list[int], anchors: Anchors, anchor_hash: str) -
     segment's first event is seen by the segment before it, and each event's hash is recomputed.
     Segment k+1 takes its first event's stored link as is (its predecessor is checked by segment
     k); the first segment's is checked against `anchor_hash` (genesis or the purge anchor). The first
-    failing segment, in chain order, names the first bad event; the ones after it are stopped. Only
+    failing segment, in chain order, names the first bad event (the others still run to their end). Only
     the last segment checks the chain's end (a cut tail, checkpoints beyond it).
     """
     segments = []
@@ -425,15 +425,23 @@ def _verify_in_segments(starts: list[int], anchors: Anchors, anchor_hash: str) -
         segments.append((first, last, anchors.within(first, last), anchors.highest if final else 0, link))
     # The processes are forked from this one: none may share its database connection.
     connections.close_all()
+    # Every segment runs to its end (each stops at its own first bad event), then the pool is closed
+    # and joined: Pool.terminate(), which leaving a `with Pool` block early calls, can kill a worker
+    # holding the task queue's lock and hang the parent (seen once in CI, for minutes).
+    pool = multiprocessing.get_context("fork").Pool(len(segments))
+    try:
+        results = list(pool.imap(_verify_segment, segments))
+    finally:
+        pool.close()
+        pool.join()
     total = 0
-    with multiprocessing.get_context("fork").Pool(len(segments)) as pool:
-        for k, result in enumerate(pool.imap(_verify_segment, segments)):
-            if not result.is_valid:
-                return replace(result, total_checked=total + result.total_checked)
-            final = k == len(segments) - 1
-            # A segment's last event is the next segment's first: count it once.
-            total += result.total_checked if final else result.total_checked - 1
-    return VerificationResult(True, None, total, "", head_id=result.head_id)
+    for k, result in enumerate(results):
+        if not result.is_valid:
+            return replace(result, total_checked=total + result.total_checked)
+        final = k == len(segments) - 1
+        # A segment's last event is the next segment's first: count it once.
+        total += result.total_checked if final else result.total_checked - 1
+    return VerificationResult(True, None, total, "", head_id=results[-1].head_id)
 
 
 def _verify_segment(segment: tuple[int, int, Anchors, int, str | None]) -> VerificationResult:
