@@ -81,10 +81,11 @@ def approve(request):
         return _page(request, status=429, title=_TITLES[429], message="Please try again in a minute.")
     if request.method == "GET":
         try:
-            bookmark = bookmark_for_token(resume_token_decode(token))
+            payload = resume_token_decode(token)
+            bookmark = bookmark_for_token(payload)
         except DomainError as exc:
             return _refusal(request, exc)
-        details = bookmark_approval_summary(bookmark)
+        details = bookmark_approval_summary(bookmark, payload)
         return _page(request, title="Approval requested", details=details, show_form=True)
 
     if decision not in DECISIONS:

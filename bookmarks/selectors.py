@@ -1,5 +1,6 @@
 """Reads of the bookmarks app: an instance's bookmarks, and the live bookmark a token names."""
 
+import datetime as dt
 import functools
 import uuid
 from dataclasses import dataclass
@@ -169,7 +170,12 @@ def bookmark_for_token(payload: ResumeTokenPayload, *, lock: bool = False) -> Bo
     return bookmark
 
 
-def bookmark_approval_summary(bookmark: Bookmark) -> dict:
-    """What the approval page may show: workflow name, activity, expiry (no variables, input or outputs)."""
+def bookmark_approval_summary(bookmark: Bookmark, payload: ResumeTokenPayload) -> dict:
+    """What the approval page may show: workflow name, activity, expiry (no variables, input or outputs).
+
+    The expiry is the link's: its token's, when that comes before the bookmark's own.
+    """
     definition = WorkflowDefinition.objects.only("name").get(pk=bookmark.instance.definition_id)
-    return {"workflow_name": definition.name, "activity_id": bookmark.activity_id, "expires_at": bookmark.expires_at}
+    token_expires_at = dt.datetime.fromtimestamp(payload.expires_at, tz=dt.UTC)
+    expires_at = min(bookmark.expires_at, token_expires_at)
+    return {"workflow_name": definition.name, "activity_id": bookmark.activity_id, "expires_at": expires_at}

@@ -202,3 +202,13 @@ def test_the_page_is_rate_limited_per_client_ip(settings):
     client = csrf_client()
     statuses = [client.get(page("garbage"), REMOTE_ADDR="10.77.0.1").status_code for _ in range(3)]
     assert statuses == [400, 400, 429]
+
+
+def test_page_shows_the_links_expiry_when_its_token_expires_before_the_bookmark():
+    _, bookmark = suspended(approval_document(name="purchase-approval"), {"amount": 1})
+    issued = token_for(bookmark, ttl_seconds=600)
+    response, _ = open_page(csrf_client(), issued.token)
+    html = response.content.decode()
+    assert issued.expires_at < bookmark.expires_at
+    assert issued.expires_at.strftime("%Y-%m-%d %H:%M") in html
+    assert bookmark.expires_at.strftime("%Y-%m-%d %H:%M") not in html
