@@ -1044,7 +1044,7 @@ def advance(instance: WorkflowInstance, graph: Graph, now: dt.datetime) -> None:
             attempt=attempt,
             started_at=now,
             finished_at=finished_at,
-            error=storable_text(scrub_text(str(result.reason), secrets))[:MAX_ERROR],
+            error=error_text(str(result.reason), secrets),
         )
         save_state(instance, now, row, durable=False)
         enqueue_timer(instance.pk, activity_id, entry)
@@ -1104,6 +1104,11 @@ def refuse_unstorable(result, ctx: ActivityContext):
 def storable_text(text: str) -> str:
     """A text for a text column: PostgreSQL's text holds no NUL character, shown escaped instead."""
     return text.replace("\x00", "\\u0000")
+
+
+def error_text(text: str, secrets: frozenset[str]) -> str:
+    """An error or fault message as stored: secrets scrubbed from the whole text, storable, then cut."""
+    return storable_text(scrub_text(text, secrets))[:MAX_ERROR]
 
 
 def record_execution(
@@ -1180,7 +1185,7 @@ def fault_locked(
     actor: Actor = ENGINE_ACTOR,
 ) -> None:
     """Fault a locked instance with a message naming the activity (secrets scrubbed)."""
-    message = storable_text(scrub_text(message, secrets))[:MAX_ERROR]
+    message = error_text(message, secrets)
     row = None
     if token is not None:
         row = record_execution(

@@ -82,6 +82,13 @@ def _engine_task(name: str):
     )
 
 
+def _fault_at_soft_limit(instance_id: str) -> None:
+    # engine_connection closed the connection, which released the run lock with it.
+    runtime.fault_overrun(
+        instance_id, seconds=settings.ELSA_WORKFLOW_RUN_SOFT_TIME_LIMIT, setting="ELSA_WORKFLOW_RUN_SOFT_TIME_LIMIT"
+    )
+
+
 def _hand_over_at() -> float:
     return time.monotonic() + settings.ELSA_WORKFLOW_RUN_SOFT_TIME_LIMIT / 2
 
@@ -93,10 +100,7 @@ def run_instance(self, instance_id: str) -> int:
         with engine_connection(self):
             return runtime.run_instance(instance_id, hand_over_at=hand_over_at)
     except SoftTimeLimitExceeded:
-        # engine_connection closed the connection, which released the run lock with it.
-        runtime.fault_overrun(
-            instance_id, seconds=settings.ELSA_WORKFLOW_RUN_SOFT_TIME_LIMIT, setting="ELSA_WORKFLOW_RUN_SOFT_TIME_LIMIT"
-        )
+        _fault_at_soft_limit(instance_id)
         return 0
 
 
@@ -111,9 +115,7 @@ def fire_timer(self, instance_id: str, activity_id: str, timer_id: str) -> bool:
                 runtime.run_instance(instance_id, hand_over_at=hand_over_at)
             return fired
     except SoftTimeLimitExceeded:
-        runtime.fault_overrun(
-            instance_id, seconds=settings.ELSA_WORKFLOW_RUN_SOFT_TIME_LIMIT, setting="ELSA_WORKFLOW_RUN_SOFT_TIME_LIMIT"
-        )
+        _fault_at_soft_limit(instance_id)
         return True
 
 
