@@ -25,8 +25,7 @@ BUILTIN_ROLE = "admin"
 
 def _holds(request, permissions) -> bool:
     """Whether the admin user holds `*` or every one of `permissions` (superusers hold `*`)."""
-    held = request.user.permissions
-    return "*" in held or set(permissions or []) <= held
+    return services.caller_holds(frozenset(request.user.permissions), permissions)
 
 
 class HeldPermissionsAdmin(AuditedModelAdmin):

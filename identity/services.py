@@ -48,10 +48,13 @@ def _require_held(caller_permissions: frozenset[str] | None, permissions, messag
     effect holds it: so a caller grants, and takes over, only what it holds itself. None is the
     trusted command line.
     """
-    if caller_permissions is None or "*" in caller_permissions:
-        return
-    if not set(permissions) <= caller_permissions:
+    if not caller_holds(caller_permissions, permissions):
         raise ExceedsOwnPermissions(message)
+
+
+def caller_holds(caller_permissions: frozenset[str] | None, permissions) -> bool:
+    """Whether the caller holds `*` or every one of `permissions` (None: the trusted command line)."""
+    return caller_permissions is None or "*" in caller_permissions or set(permissions or []) <= caller_permissions
 
 
 def _require_wildcard_for(caller_permissions: frozenset[str] | None, permissions, kind: str) -> None:
