@@ -78,6 +78,9 @@ class HttpRequest(Activity):
             )
             if delay is not None:
                 return Reschedule(delay, reason=f"attempt {ctx.attempt + 1} of {max_attempts}: {result.error}")
+            if result.kind == "credentials":
+                # The identity provider failed, not the partner: the message says so and names the executor.
+                return Fault(f"{result.error} Gave up after {max_attempts} attempts.")
             if result.status is None:
                 return Fault(f"Calling '{executor.name}' failed after {max_attempts} attempts: {result.error}")
         status = result.status

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.core.cache import cache
 
 from workflows.encryption import InvalidToken, decrypt, encrypt
-from workflows.executors.client import PermanentError, TlsMaterial, TransientError, send
+from workflows.executors.client import PermanentError, Response, TlsMaterial, TransientError, send
 from workflows.executors.models import AuthType, Executor
 
 DISCOVERY_TTL_SECONDS = 3600
@@ -29,6 +29,17 @@ class TokenError(PermanentError):
 
 class TokenUnavailable(TransientError):
     """No token now (provider down, or another worker's fetch did not finish in time): retry later."""
+
+
+def _send_to_provider(what: str, method: str, url: str, executor: Executor, **kwargs) -> Response:
+    """One request to the identity provider; its transport failures are reported as the provider's, not a partner's."""
+    try:
+        return send(method, url, internal=executor.internal, timeout=TOKEN_REQUEST_TIMEOUT, tls=_tls(executor),
+                    max_bytes=256 * 1024, **kwargs)  # fmt: skip
+    except TransientError as exc:
+        raise TokenUnavailable(f"{what} could not be reached: {exc}") from exc
+    except PermanentError as exc:
+        raise TokenError(f"{what} could not be reached: {exc}") from exc
 
 
 def _fingerprint(executor: Executor, secrets: dict) -> str:
@@ -55,16 +66,14 @@ def token_endpoint(executor: Executor) -> str:
     endpoint = cache.get(key)
     if endpoint:
         return endpoint
-    response = send(
+    response = _send_to_provider(
+        f"OIDC discovery at {issuer}",
         "GET",
         f"{issuer}/.well-known/openid-configuration",
-        internal=executor.internal,
+        executor,
         headers={"Accept": "application/json"},
-        timeout=TOKEN_REQUEST_TIMEOUT,
-        tls=_tls(executor),
-        max_bytes=256 * 1024,
     )
-    if response.status >= 500:
+    if response.status >= 500 or response.status == 429:
         raise TokenUnavailable(f"OIDC discovery at {issuer} answered {response.status}.")
     document = response.body if isinstance(response.body, dict) else {}
     endpoint = document.get("token_endpoint")
@@ -92,23 +101,22 @@ def _request_token(executor: Executor, secrets: dict, grant: dict) -> dict:
         # RFC 6749 2.3.1: both parts are form-urlencoded before the Basic encoding.
         pair = f"{quote(config['client_id'], safe='')}:{quote(client_secret, safe='')}"
         headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
-    response = send(
+    issuer = config["issuer"].rstrip("/")
+    response = _send_to_provider(
+        f"The token endpoint of {issuer}",
         "POST",
         token_endpoint(executor),
-        internal=executor.internal,
+        executor,
         headers=headers,
         content=urlencode(form).encode(),
-        timeout=TOKEN_REQUEST_TIMEOUT,
-        tls=_tls(executor),
-        max_bytes=256 * 1024,
     )
     body = response.body if isinstance(response.body, dict) else {}
     if response.status >= 500 or response.status == 429:
-        raise TokenUnavailable(f"The token endpoint answered {response.status}.")
+        raise TokenUnavailable(f"The token endpoint of {issuer} answered {response.status}.")
     if response.status != 200 or not isinstance(body.get("access_token"), str):
         # Only the provider's error code is kept: its description could echo what we sent.
         code = str(body["error"]) if isinstance(body.get("error"), str) else "no access_token"
-        raise TokenError(f"The token endpoint refused the request ({response.status}, {code[:64]}).")
+        raise TokenError(f"The token endpoint of {issuer} refused the request ({response.status}, {code[:64]}).")
     return body
 
 

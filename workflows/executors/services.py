@@ -16,8 +16,13 @@ from audit.actors import Actor
 from audit.services import audit_record
 from elsa_site.errors import Conflict, InvalidInput, NotFound
 from workflows.encryption import encrypt
-from workflows.executors import oidc
-from workflows.executors.auth import OIDC_TYPES, apply_auth
+from workflows.executors.auth import (
+    OIDC_TYPES,
+    CredentialsRefused,
+    CredentialsUnavailable,
+    apply_auth,
+    oidc_access_token,
+)
 from workflows.executors.breaker import CircuitBreaker, CircuitOpenError
 from workflows.executors.client import PermanentError, TlsMaterial, TransientError, send
 from workflows.executors.credentials import (
@@ -262,7 +267,11 @@ def executor_delete(*, executor: Executor, actor: Actor) -> None:
 
 @dataclass
 class CallResult:
-    """What one attempt produced; `kind` is success, client_error or transient (429, 5xx, no response)."""
+    """What one attempt produced; `kind` is success, client_error, transient (429, 5xx, no response) or credentials.
+
+    `credentials`: the executor's credentials could not be fetched (its identity provider failed);
+    as transient as a partner failure, but the partner's breaker did not count it.
+    """
 
     kind: str
     status: int | None = None
@@ -276,7 +285,9 @@ class CallResult:
 
     @property
     def transient(self) -> bool:
-        return self.kind == "transient" or (self.status is not None and is_transient_status(self.status))
+        return self.kind in ("transient", "credentials") or (
+            self.status is not None and is_transient_status(self.status)
+        )
 
 
 def _tls_material(executor: Executor) -> TlsMaterial:
@@ -315,8 +326,23 @@ def _stringify(values: dict | None) -> dict[str, str]:
     return out
 
 
-def _audit_call(executor, *, endpoint, method, status, duration_ms, attempt, breaker_state, ok, error, actor, context):
-    # Never credentials or bodies: the call's shape and result only.
+def _audit_call(
+    executor, *, endpoint, method, status, duration_ms, attempt, breaker_state, ok, error, actor, context, message=""
+):
+    # Never credentials or bodies: the call's shape and result only. `message` is set for a failed
+    # credential fetch only, and is one of our own messages (see auth._credential_fetch_failed).
+    metadata = {
+        "executor": executor.name,
+        "endpoint": endpoint,
+        "method": method,
+        "status": status,
+        "duration_ms": duration_ms,
+        "attempt": attempt,
+        "breaker_state": breaker_state,
+        "error": error,
+    }
+    if message:
+        metadata["message"] = message
     with transaction.atomic():
         audit_record(
             event_type="executor.call",
@@ -325,16 +351,7 @@ def _audit_call(executor, *, endpoint, method, status, duration_ms, attempt, bre
             resource=("executor", str(executor.pk)),
             actor=actor,
             context=context or {},
-            metadata={
-                "executor": executor.name,
-                "endpoint": endpoint,
-                "method": method,
-                "status": status,
-                "duration_ms": duration_ms,
-                "attempt": attempt,
-                "breaker_state": breaker_state,
-                "error": error,
-            },
+            metadata=metadata,
         )
     logger.info(
         "executor call",
@@ -346,6 +363,7 @@ def _audit_call(executor, *, endpoint, method, status, duration_ms, attempt, bre
             "duration_ms": duration_ms,
             "attempt": attempt,
             "breaker_state": breaker_state,
+            "error": error,
         },
     )
 
@@ -371,6 +389,9 @@ def executor_call(
     Returns the response (or a transient failure) as a CallResult. Raises CircuitOpenError when
     the circuit refuses the call, OutboundRefused when policy does (SSRF, https), InvalidInput or
     NotFound for a bad call, PermanentError when retrying cannot help (TLS, refused credentials).
+
+    A failed credential fetch (the OIDC identity provider down or refusing) counts as neither a
+    success nor a failure of the partner's breaker: the partner was not asked, or answered.
     """
     if not executor.enabled:
         raise NotFound(f"Executor '{executor.name}' is disabled.")
@@ -422,6 +443,14 @@ def executor_call(
             # The partner rejected a cached token (revoked early): fetch a fresh one once and resend.
             apply_auth(executor, secrets, request_headers, params, stale_token=token)
             response = send(method, url, headers=request_headers, params=params, **exchange)
+    except (CredentialsUnavailable, CredentialsRefused) as exc:
+        # The identity provider failed, not the partner: hand back a half-open probe slot, count nothing.
+        state = breaker.record(admission, success=None)
+        _audit_call(executor, status=None, duration_ms=elapsed(), breaker_state=state, ok=False,
+                    error=exc.audit_error, message=str(exc), **audit)  # fmt: skip
+        if isinstance(exc, CredentialsRefused):
+            raise
+        return CallResult(kind="credentials", error=str(exc), duration_ms=elapsed(), breaker_state=state)
     except TransientError as exc:
         state = breaker.record(admission, success=False)
         _audit_call(executor, status=None, duration_ms=elapsed(), breaker_state=state, ok=False, error="transient",
@@ -475,7 +504,7 @@ def executor_test_connection(*, executor: Executor, actor: Actor) -> dict:
         params: dict[str, str] = {}
         if executor.auth_type in OIDC_TYPES:
             # Always a fresh token, so the test proves today's client credentials, not a cached token.
-            headers["Authorization"] = f"Bearer {oidc.fresh_access_token(executor, secrets)}"
+            headers["Authorization"] = f"Bearer {oidc_access_token(executor, secrets, fresh=True)}"
         else:
             apply_auth(executor, secrets, headers, params)
         response = send(

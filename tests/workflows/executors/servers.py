@@ -123,8 +123,12 @@ class OidcIssuer:
         self.rotate_refresh_tokens = False
         self.lock = threading.Lock()
         self.state: ServerState | None = None
+        # {path: (status, headers, body)}: how a failing provider answers there instead (set by the test).
+        self.failures: dict[str, tuple] = {}
 
     def respond(self, recorded):
+        if recorded.path in self.failures:
+            return self.failures[recorded.path]
         if recorded.path == "/.well-known/openid-configuration":
             return 200, {}, {"issuer": self.state.url, "token_endpoint": self.state.url + "/token"}
         if recorded.path != "/token" or recorded.method != "POST":

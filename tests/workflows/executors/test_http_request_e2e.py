@@ -160,3 +160,54 @@ def test_unreachable_service_faults_after_five_attempts(run, make_executor):
     assert instance.status == "Faulted"
     assert "failed after 5 attempts" in instance.fault_message
     assert len(executions(instance.pk)) == 5
+
+
+def oidc_partner(make_executor, partner_url, issuer):
+    config = {"issuer": issuer.state.url, "client_id": issuer.client_id, "client_secret": issuer.client_secret}
+    return make_executor(
+        partner_url, name="e2e-partner", authentication={"type": "oidc_client_credentials", "config": config}
+    )
+
+
+def test_an_identity_provider_failure_is_retried_and_faults_naming_the_credential_fetch(run, make_executor):
+    from tests.workflows.executors.servers import OidcIssuer
+
+    issuer = OidcIssuer()
+    issuer.failures["/token"] = (500, {}, {"error": "server_error"})
+    with serve(issuer.respond) as idp, serve(lambda r: (200, {}, {"score": 1})) as partner:
+        issuer.state = idp
+        executor = oidc_partner(make_executor, partner.url, issuer)
+        instance = wait_done(run(document()))
+        assert partner.count() == 0
+        assert idp.count("/token") == 5  # retried with the partner's backoff, five attempts in all
+    assert instance.status == "Faulted"
+    expected = f"Credential fetch for executor 'e2e-partner' failed: The token endpoint of {idp.url} answered 500."
+    assert f"{expected} Gave up after 5 attempts." in instance.fault_message
+    runs = executions(instance.pk)
+    assert [r[0] for r in runs] == ["Rescheduled"] * 4 + ["Faulted"]
+    assert all(expected in r[2] for r in runs)
+    assert issuer.client_secret not in instance.fault_message + "".join(r[2] for r in runs)
+    assert CircuitBreaker(executor).state() == "closed"  # the partner's circuit does not pay for the provider
+    attempts = chained_events().filter(event_type="executor.call", resource_id=str(executor.pk)).order_by("id")
+    assert [(e.metadata["attempt"], e.metadata["error"]) for e in attempts] == [
+        (n, "credentials_unavailable") for n in range(5)
+    ]
+
+
+def test_refused_client_credentials_fault_at_once_naming_the_credential_fetch(run, make_executor):
+    from tests.workflows.executors.servers import OidcIssuer
+
+    issuer = OidcIssuer()
+    issuer.failures["/token"] = (400, {}, {"error": "invalid_client"})
+    with serve(issuer.respond) as idp, serve(lambda r: (200, {}, {"score": 1})) as partner:
+        issuer.state = idp
+        executor = oidc_partner(make_executor, partner.url, issuer)
+        instance = wait_done(run(document()))
+        assert partner.count() == 0
+        assert idp.count("/token") == 1  # no retry: new attempts cannot fix the client's credentials
+    assert instance.status == "Faulted"
+    assert "Credential fetch for executor 'e2e-partner' failed: " in instance.fault_message
+    assert "(400, invalid_client)" in instance.fault_message
+    assert [r[0] for r in executions(instance.pk)] == ["Faulted"]
+    assert issuer.client_secret not in instance.fault_message
+    assert CircuitBreaker(executor).state() == "closed"

@@ -1,0 +1,195 @@
+"""An OIDC identity provider that fails (down, 5xx, 429, slow, refusing the client) is not blamed on the partner."""
+
+import json
+import time
+
+import pytest
+
+from tests.audit_log import chained_events
+from tests.workflows.executors.servers import OidcIssuer, serve
+from workflows.executors import oidc
+from workflows.executors.auth import CredentialsRefused
+from workflows.executors.breaker import CLOSED, HALF_OPEN, INITIAL, OPEN, CircuitBreaker
+from workflows.executors.client import PermanentError
+from workflows.executors.services import executor_call, executor_test_connection
+
+DISCOVERY = "/.well-known/openid-configuration"
+
+
+@pytest.fixture
+def issuer():
+    issuer = OidcIssuer()
+    with serve(issuer.respond) as state:
+        issuer.state = state
+        yield issuer
+
+
+@pytest.fixture
+def partner(issuer):
+    def respond(recorded):
+        token = recorded.headers.get("authorization", "").removeprefix("Bearer ")
+        if token not in issuer.valid_tokens():
+            return 401, {}, {"error": "invalid_token"}
+        return 200, {}, {"ok": True}
+
+    with serve(respond) as state:
+        yield state
+
+
+def client_credentials(issuer_url, issuer):
+    config = {"issuer": issuer_url, "client_id": issuer.client_id, "client_secret": issuer.client_secret}
+    return {"type": "oidc_client_credentials", "config": config}
+
+
+def assert_no_secret(issuer, *texts):
+    for text in texts:
+        assert issuer.client_secret not in text
+        assert "access-" not in text  # no access token the issuer handed out
+
+
+def partner_breaker_untouched(executor):
+    breaker = CircuitBreaker(executor)
+    return breaker.state() == CLOSED and breaker.store.read()["failures"] == 0
+
+
+def stopped_issuer_url():
+    with serve(lambda r: (200, {}, {})) as server:
+        url = server.url  # a port that was just free: nothing listens there once the server stops
+    return url
+
+
+UNAVAILABLE = {
+    "down": None,
+    "token 500": ("/token", (500, {}, {"error": "server_error"})),
+    "token 503": ("/token", (503, {}, b"<html>maintenance</html>")),
+    "token 429": ("/token", (429, {"Retry-After": "1"}, {"error": "slow_down"})),
+    "discovery 502": (DISCOVERY, (502, {}, b"bad gateway")),
+    "discovery 429": (DISCOVERY, (429, {}, b"")),
+}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("failure", list(UNAVAILABLE), ids=list(UNAVAILABLE))
+def test_an_unavailable_identity_provider_does_not_count_against_the_partner_breaker(
+    issuer, partner, make_executor, actor, settings, failure
+):
+    issuer_url = issuer.state.url
+    if UNAVAILABLE[failure] is None:
+        issuer_url = stopped_issuer_url()
+    else:
+        path, answer = UNAVAILABLE[failure]
+        issuer.failures[path] = answer
+    executor = make_executor(partner.url, authentication=client_credentials(issuer_url, issuer))
+    results = [
+        executor_call(executor=executor, endpoint="analyze", actor=actor) for _ in range(settings.ELSA_BREAKER_FAIL_MAX)
+    ]
+    for result in results:
+        assert (result.kind, result.status, result.transient) == ("credentials", None, True)
+        assert result.error.startswith(f"Credential fetch for executor '{executor.name}' failed: ")
+        assert issuer_url in result.error  # the identity provider is named, the partner is not blamed
+        assert result.breaker_state == CLOSED
+        assert_no_secret(issuer, result.error)
+    assert partner.count() == 0
+    assert partner_breaker_untouched(executor)
+
+
+@pytest.mark.django_db
+def test_a_token_endpoint_timeout_is_the_identity_provider_s_and_retried(
+    issuer, partner, make_executor, actor, monkeypatch
+):
+    monkeypatch.setattr(oidc, "TOKEN_REQUEST_TIMEOUT", 0.3)
+    executor = make_executor(partner.url, authentication=client_credentials(issuer.state.url, issuer))
+    oidc.token_endpoint(executor)  # discovery answers at once; only the token request is slow
+    issuer.state.delay = 1.0
+    result = executor_call(executor=executor, endpoint="analyze", actor=actor)
+    assert (result.kind, result.transient) == ("credentials", True)
+    assert "timed out" in result.error and result.error.startswith("Credential fetch for executor")
+    assert partner.count() == 0
+    assert partner_breaker_untouched(executor)
+
+
+@pytest.mark.django_db
+def test_the_audit_event_and_log_say_the_credential_fetch_failed_without_secrets(
+    issuer, partner, make_executor, actor, caplog
+):
+    issuer.failures["/token"] = (500, {}, {"error": "server_error", "echo": issuer.client_secret})
+    executor = make_executor(partner.url, authentication=client_credentials(issuer.state.url, issuer))
+    with caplog.at_level("INFO", logger="elsa.executors"):
+        executor_call(executor=executor, endpoint="analyze", actor=actor)
+    logged = [r for r in caplog.records if r.name == "elsa.executors"]
+    assert [(r.executor, r.status, r.error) for r in logged] == [(executor.name, None, "credentials_unavailable")]
+    event = chained_events().filter(event_type="executor.call").latest("id")
+    assert event.result == "failure"
+    metadata = event.metadata
+    assert (metadata["executor"], metadata["status"], metadata["error"]) == (
+        executor.name,
+        None,
+        "credentials_unavailable",
+    )
+    assert metadata["breaker_state"] == CLOSED
+    assert metadata["message"].startswith(f"Credential fetch for executor '{executor.name}' failed: ")
+    assert "answered 500" in metadata["message"]
+    assert_no_secret(issuer, json.dumps(metadata), json.dumps(event.context))
+
+
+@pytest.mark.django_db
+def test_refused_client_credentials_fail_fast_without_touching_the_partner_breaker(
+    issuer, partner, make_executor, actor, settings
+):
+    issuer.failures["/token"] = (400, {}, {"error": "invalid_client", "error_description": issuer.client_secret})
+    executor = make_executor(partner.url, authentication=client_credentials(issuer.state.url, issuer))
+    for attempt in range(settings.ELSA_BREAKER_FAIL_MAX + 1):
+        with pytest.raises(CredentialsRefused) as excinfo:
+            executor_call(executor=executor, endpoint="analyze", actor=actor)
+        assert issuer.state.count("/token") == attempt + 1  # one token request per call, no retry within it
+    message = str(excinfo.value)
+    assert isinstance(excinfo.value, PermanentError)  # the activity faults at once, no Reschedule
+    assert message.startswith(f"Credential fetch for executor '{executor.name}' failed: ")
+    assert "(400, invalid_client)" in message
+    assert partner.count() == 0
+    assert partner_breaker_untouched(executor)
+    event = chained_events().filter(event_type="executor.call").latest("id")
+    assert (event.metadata["error"], event.metadata["message"]) == ("credentials_refused", message)
+    assert_no_secret(issuer, message, json.dumps(event.metadata))
+
+
+@pytest.mark.django_db
+def test_a_half_open_partner_keeps_its_probe_when_the_token_fetch_fails(
+    issuer, partner, make_executor, actor, settings
+):
+    issuer.failures["/token"] = (500, {}, {"error": "server_error"})
+    executor = make_executor(partner.url, authentication=client_credentials(issuer.state.url, issuer))
+    breaker = CircuitBreaker(executor)
+    opened_at = time.time() - settings.ELSA_BREAKER_RESET_SECONDS - 1
+    breaker.store.update(lambda s: ({**INITIAL, "state": OPEN, "opened_at": opened_at}, None))
+    result = executor_call(executor=executor, endpoint="analyze", actor=actor)
+    assert (result.kind, result.breaker_state) == ("credentials", HALF_OPEN)
+    # The probe slot was handed back: the partner's recovery is still to be tried, not held against it.
+    assert breaker.state() == HALF_OPEN and breaker.store.read()["probes"] == 0
+    assert breaker.admit().probe
+
+
+@pytest.mark.django_db
+def test_a_401_after_a_cached_token_refreshes_once_and_a_failed_refresh_blames_the_identity_provider(
+    issuer, partner, make_executor, actor
+):
+    executor = make_executor(partner.url, authentication=client_credentials(issuer.state.url, issuer))
+    assert executor_call(executor=executor, endpoint="analyze", actor=actor).status == 200
+    issuer.issued.clear()  # the partner no longer accepts the cached token (revoked early)...
+    issuer.failures["/token"] = (503, {}, {"error": "temporarily_unavailable"})  # ...and the provider is down
+    result = executor_call(executor=executor, endpoint="analyze", actor=actor)
+    assert result.kind == "credentials" and result.status is None
+    assert result.error.startswith(f"Credential fetch for executor '{executor.name}' failed: ")
+    assert partner.count() == 2  # the first call, and the one answered 401: not resent without a token
+    assert issuer.state.count("/token") == 2  # the first token, and one refresh
+    assert partner_breaker_untouched(executor)
+
+
+@pytest.mark.django_db
+def test_test_connection_reports_a_failed_credential_fetch(issuer, partner, make_executor, actor):
+    issuer.failures["/token"] = (500, {}, {"error": "server_error"})
+    executor = make_executor(partner.url, authentication=client_credentials(issuer.state.url, issuer))
+    result = executor_test_connection(executor=executor, actor=actor)
+    assert result["ok"] is False and result["status"] is None
+    assert result["error"].startswith(f"Credential fetch for executor '{executor.name}' failed: ")
+    assert partner.count() == 0
