@@ -4,6 +4,7 @@ import base64
 
 from elsa_site.errors import DomainError
 from workflows.executors import oidc
+from workflows.executors.breaker import IdentityProviderCircuitOpen
 from workflows.executors.client import PermanentError, TransientError
 from workflows.executors.models import AuthType, Executor
 
@@ -34,6 +35,12 @@ class CredentialsRefused(PermanentError):
         super().__init__(_credential_fetch_failed(executor, detail))
 
 
+class CredentialsCircuitOpen(CredentialsRefused):
+    """The identity provider's circuit is open: no token request was made; fail at once, as for a partner's."""
+
+    audit_error = "credentials_circuit_open"
+
+
 def oidc_access_token(executor: Executor, secrets: dict, *, stale_token: str = "", fresh: bool = False) -> str:
     """The executor's OIDC access token; a failure to get one is a CredentialsUnavailable or CredentialsRefused.
 
@@ -44,6 +51,8 @@ def oidc_access_token(executor: Executor, secrets: dict, *, stale_token: str = "
         if fresh:
             return oidc.fresh_access_token(executor, secrets)
         return oidc.access_token(executor, secrets, stale=stale_token)
+    except IdentityProviderCircuitOpen as exc:
+        raise CredentialsCircuitOpen(executor, str(exc)) from exc
     except TransientError as exc:
         raise CredentialsUnavailable(executor, str(exc)) from exc
     except PermanentError as exc:

@@ -1,12 +1,14 @@
-"""Per-executor circuit breaker whose state every worker shares (Redis, or the database without a shared cache).
+"""Circuit breakers (one per executor, one per identity provider) whose state every worker shares.
 
 The state machine is pybreaker's (closed -> open after `fail_max` consecutive failures -> half-open
 after `reset_timeout` -> closed after successful probes, open again on a failed probe), but each
 transition is one atomic read-modify-write of the shared state: pybreaker's CircuitRedisStorage
 reads and writes state and counters in separate commands, so two workers can both move
-open -> half-open and both send probes, and it cannot limit half-open to N probes.
+open -> half-open and both send probes, and it cannot limit half-open to N probes. The state
+lives in Redis, or in the database when the cache is not shared.
 """
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -33,6 +35,17 @@ class CircuitOpenError(pybreaker.CircuitBreakerError):
         )
 
 
+class IdentityProviderCircuitOpen(pybreaker.CircuitBreakerError):
+    """The identity provider's circuit is open: no token request was made (its own breaker, not a partner's)."""
+
+    def __init__(self, issuer: str, retry_in: float):
+        self.retry_in = max(0.0, retry_in)
+        super().__init__(
+            f"Circuit breaker open for the identity provider {issuer}: its discovery or token requests failed "
+            f"repeatedly; token requests are refused for {self.retry_in:.0f} more seconds."
+        )
+
+
 @dataclass(frozen=True)
 class BreakerConfig:
     fail_max: int
@@ -42,8 +55,10 @@ class BreakerConfig:
     stale_probe_after: float
 
     @classmethod
-    def from_settings(cls, executor: Executor | None = None) -> "BreakerConfig":
-        longest = max((float(e.get("timeout", 30)) for e in (executor.endpoints if executor else [])), default=30.0)
+    def from_settings(cls, executor: Executor | None = None, *, longest_call: float | None = None) -> "BreakerConfig":
+        """The configured thresholds; `longest_call` (else the executor's longest endpoint timeout) bounds a probe."""
+        endpoints = executor.endpoints if executor else []
+        longest = longest_call or max((float(e.get("timeout", 30)) for e in endpoints), default=30.0)
         reset = float(settings.ELSA_BREAKER_RESET_SECONDS)
         return cls(
             fail_max=int(settings.ELSA_BREAKER_FAIL_MAX),
@@ -178,19 +193,20 @@ class DatabaseBreakerStore:
         BreakerState.objects.filter(key=self.key).delete()
 
 
-class CircuitBreaker:
-    """The breaker of one executor."""
+class SharedBreaker:
+    """A breaker whose state is in a shared store: admit a call, then record how it went."""
 
-    def __init__(self, executor: Executor, store=None, config: BreakerConfig | None = None):
-        self.executor_name = executor.name
-        self.config = config or BreakerConfig.from_settings(executor)
-        self.store = store or default_store(executor)
+    config: BreakerConfig
+    store: RedisBreakerStore | DatabaseBreakerStore
+
+    def refused(self, admission: Admission) -> Exception:
+        raise NotImplementedError
 
     def admit(self) -> Admission:
-        """Take a slot for one call or raise CircuitOpenError."""
+        """Take a slot for one call or raise the breaker's open-circuit error."""
         admission = self.store.update(lambda s: admit(s, time.time(), self.config))
         if not admission.allowed:
-            raise CircuitOpenError(self.executor_name, admission.retry_in)
+            raise self.refused(admission)
         return admission
 
     def record(self, admission: Admission, *, success: bool | None) -> str:
@@ -209,13 +225,50 @@ class CircuitBreaker:
         self.store.reset()
 
 
+class CircuitBreaker(SharedBreaker):
+    """The breaker of one executor (its partner service)."""
+
+    def __init__(self, executor: Executor, store=None, config: BreakerConfig | None = None):
+        self.executor_name = executor.name
+        self.config = config or BreakerConfig.from_settings(executor)
+        self.store = store or default_store(executor)
+
+    def refused(self, admission: Admission) -> Exception:
+        return CircuitOpenError(self.executor_name, admission.retry_in)
+
+
+class IdentityProviderBreaker(SharedBreaker):
+    """The breaker of one OIDC issuer, shared by every executor that gets its tokens there.
+
+    Keyed by the issuer rather than the token URL: discovery (which finds the token URL) goes
+    to the same provider and fails with it.
+    """
+
+    def __init__(self, issuer: str, store=None, config: BreakerConfig | None = None):
+        self.issuer = issuer.rstrip("/")
+        self.config = config or BreakerConfig.from_settings()
+        self.store = store or shared_store(identity_provider_store_key(self.issuer))
+
+    def refused(self, admission: Admission) -> Exception:
+        return IdentityProviderCircuitOpen(self.issuer, admission.retry_in)
+
+
 def store_key(executor: Executor) -> str:
     # make_key adds the cache's prefix and version, so test runs and deployments sharing a Redis stay apart.
     return cache.make_key(f"executors:breaker:{executor.id}")
 
 
-def default_store(executor: Executor):
+def identity_provider_store_key(issuer: str) -> str:
+    digest = hashlib.sha256(issuer.rstrip("/").encode()).hexdigest()[:32]
+    return cache.make_key(f"executors:breaker:idp:{digest}")
+
+
+def shared_store(key: str) -> RedisBreakerStore | DatabaseBreakerStore:
     """Redis when the cache is shared by every process; the database otherwise (CONTRACT.md)."""
     if settings.CACHE_IS_SHARED and "django_redis" in settings.CACHES["default"]["BACKEND"]:
-        return RedisBreakerStore(store_key(executor))
-    return DatabaseBreakerStore(store_key(executor))
+        return RedisBreakerStore(key)
+    return DatabaseBreakerStore(key)
+
+
+def default_store(executor: Executor) -> RedisBreakerStore | DatabaseBreakerStore:
+    return shared_store(store_key(executor))

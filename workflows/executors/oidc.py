@@ -11,6 +11,7 @@ from django.conf import settings
 from django.core.cache import cache
 
 from workflows.encryption import InvalidToken, decrypt, encrypt
+from workflows.executors.breaker import BreakerConfig, IdentityProviderBreaker
 from workflows.executors.client import PermanentError, Response, TlsMaterial, TransientError, send
 from workflows.executors.models import AuthType, Executor
 
@@ -25,6 +26,11 @@ LOCK_WAIT_SECONDS = 45.0
 
 class TokenError(PermanentError):
     """The identity provider refused to issue a token (bad client, bad grant): retrying cannot help."""
+
+    def __init__(self, message: str, *, status: int | None = None):
+        super().__init__(message)
+        # The provider's answer, when it gave one: then it is up, whatever it said.
+        self.status = status
 
 
 class TokenUnavailable(TransientError):
@@ -79,7 +85,9 @@ def token_endpoint(executor: Executor) -> str:
     endpoint = document.get("token_endpoint")
     # The document must describe the issuer we asked, or a hijacked discovery URL could point us anywhere.
     if response.status != 200 or document.get("issuer", "").rstrip("/") != issuer or not isinstance(endpoint, str):
-        raise TokenError(f"OIDC discovery at {issuer} did not return a valid document for this issuer.")
+        raise TokenError(
+            f"OIDC discovery at {issuer} did not return a valid document for this issuer.", status=response.status
+        )
     cache.set(key, endpoint, DISCOVERY_TTL_SECONDS)
     return endpoint
 
@@ -116,7 +124,10 @@ def _request_token(executor: Executor, secrets: dict, grant: dict) -> dict:
     if response.status != 200 or not isinstance(body.get("access_token"), str):
         # Only the provider's error code is kept: its description could echo what we sent.
         code = str(body["error"]) if isinstance(body.get("error"), str) else "no access_token"
-        raise TokenError(f"The token endpoint of {issuer} refused the request ({response.status}, {code[:64]}).")
+        raise TokenError(
+            f"The token endpoint of {issuer} refused the request ({response.status}, {code[:64]}).",
+            status=response.status,
+        )
     return body
 
 
@@ -139,6 +150,33 @@ def fetch_token(executor: Executor, secrets: dict, refresh_key: str) -> dict:
     body = _request_token(executor, secrets, grant)
     _store_refresh_token(refresh_key, body)
     return body
+
+
+def _fetch_through_breaker(executor: Executor, secrets: dict, refresh_key: str) -> dict:
+    """fetch_token behind the issuer's own breaker, which every executor using that issuer shares.
+
+    An open circuit refuses at once (IdentityProviderCircuitOpen) without a request, so an outage
+    does not make each caller wait out the provider's timeouts. Discovery and token requests that
+    fail transiently count as the provider's failures; any answer (a 4xx refusal too) shows it is
+    up; policy, TLS and unforeseen errors tell nothing.
+    """
+    # A probe that never reports back frees its slot once the fetch lock would have expired.
+    config = BreakerConfig.from_settings(longest_call=LOCK_TTL_SECONDS)
+    breaker = IdentityProviderBreaker(executor.auth_config["issuer"], config=config)
+    admission = breaker.admit()
+    success: bool | None = None
+    try:
+        body = fetch_token(executor, secrets, refresh_key)
+        success = True
+        return body
+    except TokenUnavailable:
+        success = False
+        raise
+    except TokenError as exc:
+        success = True if exc.status is not None else None
+        raise
+    finally:
+        breaker.record(admission, success=success)
 
 
 def _cached_refresh_token(key: str) -> str:
@@ -167,12 +205,13 @@ def _read_cached(key: str) -> str:
         return ""
 
 
-def access_token(executor: Executor, secrets: dict, *, stale: str = "") -> str:
+def access_token(executor: Executor, secrets: dict, *, stale: str = "", through_breaker: bool = True) -> str:
     """A valid access token, fetched once for all workers and cached until shortly before expiry.
 
     `stale` is a token the partner just rejected: a cached token equal to it is not reused.
     Concurrent callers in every process share one lock in the cache (cache.add is atomic in
     Redis), so one of them asks the provider and the others wait for the token it stores.
+    The one that asks goes through the issuer's breaker unless `through_breaker` is false.
     """
     fingerprint = _fingerprint(executor, secrets)
     key = f"executors:oidc-token:{fingerprint}"
@@ -189,7 +228,10 @@ def access_token(executor: Executor, secrets: dict, *, stale: str = "") -> str:
                 token = _read_cached(key)
                 if token and token != stale:
                     return token
-                body = fetch_token(executor, secrets, refresh_key)
+                if through_breaker:
+                    body = _fetch_through_breaker(executor, secrets, refresh_key)
+                else:
+                    body = fetch_token(executor, secrets, refresh_key)
                 token = body["access_token"]
                 lifetime = _lifetime(body.get("expires_in"))
                 if lifetime > 0:
@@ -205,9 +247,14 @@ def access_token(executor: Executor, secrets: dict, *, stale: str = "") -> str:
 
 
 def fresh_access_token(executor: Executor, secrets: dict) -> str:
-    """A token fetched now (test connection), through the same lock, cache and rotated refresh token."""
+    """A token fetched now (test connection), through the same lock, cache and rotated refresh token.
+
+    Outside the issuer's breaker, as test connection is outside the partner's: an administrator can
+    check that the provider is back while its circuit is still open.
+    """
     fingerprint = _fingerprint(executor, secrets)
-    return access_token(executor, secrets, stale=_read_cached(f"executors:oidc-token:{fingerprint}") or "-")
+    stale = _read_cached(f"executors:oidc-token:{fingerprint}") or "-"
+    return access_token(executor, secrets, stale=stale, through_breaker=False)
 
 
 def _lifetime(expires_in) -> int:

@@ -211,3 +211,26 @@ def test_refused_client_credentials_fault_at_once_naming_the_credential_fetch(ru
     assert [r[0] for r in executions(instance.pk)] == ["Faulted"]
     assert issuer.client_secret not in instance.fault_message
     assert CircuitBreaker(executor).state() == "closed"
+
+
+def test_an_open_identity_provider_circuit_faults_at_once_naming_the_credential_fetch(run, make_executor):
+    import time
+
+    from tests.workflows.executors.servers import OidcIssuer
+    from workflows.executors.breaker import IdentityProviderBreaker
+
+    issuer = OidcIssuer()
+    with serve(issuer.respond) as idp, serve(lambda r: (200, {}, {"score": 1})) as partner:
+        issuer.state = idp
+        executor = oidc_partner(make_executor, partner.url, issuer)
+        breaker = IdentityProviderBreaker(idp.url)
+        breaker.store.update(lambda s: ({**INITIAL, "state": OPEN, "opened_at": time.time()}, None))
+        instance = wait_done(run(document()))
+        assert idp.count("/token") == 0 and partner.count() == 0
+    assert instance.status == "Faulted"
+    assert (
+        f"Credential fetch for executor 'e2e-partner' failed: Circuit breaker open for the identity provider {idp.url}"
+        in instance.fault_message
+    )
+    assert [r[0] for r in executions(instance.pk)] == ["Faulted"]
+    assert CircuitBreaker(executor).state() == "closed"

@@ -2,15 +2,26 @@
 
 import json
 import time
+from contextlib import suppress
 
 import pytest
 
 from tests.audit_log import chained_events
 from tests.workflows.executors.servers import OidcIssuer, serve
 from workflows.executors import oidc
-from workflows.executors.auth import CredentialsRefused
-from workflows.executors.breaker import CLOSED, HALF_OPEN, INITIAL, OPEN, CircuitBreaker
+from workflows.executors.auth import CredentialsCircuitOpen, CredentialsRefused
+from workflows.executors.breaker import (
+    CLOSED,
+    HALF_OPEN,
+    INITIAL,
+    OPEN,
+    CircuitBreaker,
+    DatabaseBreakerStore,
+    IdentityProviderBreaker,
+    RedisBreakerStore,
+)
 from workflows.executors.client import PermanentError
+from workflows.executors.models import BreakerState
 from workflows.executors.services import executor_call, executor_test_connection
 
 DISCOVERY = "/.well-known/openid-configuration"
@@ -193,3 +204,119 @@ def test_test_connection_reports_a_failed_credential_fetch(issuer, partner, make
     assert result["ok"] is False and result["status"] is None
     assert result["error"].startswith(f"Credential fetch for executor '{executor.name}' failed: ")
     assert partner.count() == 0
+
+
+# --- The identity provider's own breaker -----------------------------------------------------------
+
+
+def open_past_reset(breaker, settings):
+    opened_at = time.time() - settings.ELSA_BREAKER_RESET_SECONDS - 1
+    breaker.store.update(lambda s: ({**INITIAL, "state": OPEN, "opened_at": opened_at}, None))
+
+
+@pytest.mark.django_db
+def test_an_identity_provider_failing_repeatedly_opens_its_own_breaker_and_is_refused_at_once(
+    issuer, partner, make_executor, actor, settings
+):
+    issuer.failures["/token"] = (500, {}, {"error": "server_error"})
+    executor = make_executor(partner.url, authentication=client_credentials(issuer.state.url, issuer))
+    for _ in range(settings.ELSA_BREAKER_FAIL_MAX):
+        assert executor_call(executor=executor, endpoint="analyze", actor=actor).kind == "credentials"
+    assert IdentityProviderBreaker(issuer.state.url).state() == OPEN
+    with pytest.raises(CredentialsCircuitOpen) as excinfo:
+        executor_call(executor=executor, endpoint="analyze", actor=actor)
+    assert isinstance(excinfo.value, PermanentError)  # the activity faults at once, as for an open partner circuit
+    message = str(excinfo.value)
+    assert message.startswith(f"Credential fetch for executor '{executor.name}' failed: ")
+    assert f"Circuit breaker open for the identity provider {issuer.state.url}" in message
+    assert issuer.state.count("/token") == settings.ELSA_BREAKER_FAIL_MAX  # refused without a request
+    assert partner.count() == 0
+    assert partner_breaker_untouched(executor)
+    event = chained_events().filter(event_type="executor.call").latest("id")
+    assert (event.metadata["error"], event.metadata["message"]) == ("credentials_circuit_open", message)
+    assert_no_secret(issuer, message)
+
+
+@pytest.mark.django_db
+def test_the_identity_provider_breaker_is_shared_by_the_executors_of_that_issuer(
+    issuer, partner, make_executor, actor, settings
+):
+    issuer.failures["/token"] = (503, {}, {"error": "temporarily_unavailable"})
+    first = make_executor(partner.url, authentication=client_credentials(issuer.state.url, issuer))
+    second = make_executor(partner.url, authentication=client_credentials(issuer.state.url + "/", issuer))
+    for _ in range(settings.ELSA_BREAKER_FAIL_MAX):
+        executor_call(executor=first, endpoint="analyze", actor=actor)
+    with pytest.raises(CredentialsCircuitOpen, match=f"executor '{second.name}'"):
+        executor_call(executor=second, endpoint="analyze", actor=actor)
+    assert issuer.state.count("/token") == settings.ELSA_BREAKER_FAIL_MAX
+    assert partner_breaker_untouched(first) and partner_breaker_untouched(second)
+
+
+@pytest.mark.django_db
+def test_an_answer_from_the_identity_provider_even_a_refusal_resets_its_failure_count(
+    issuer, partner, make_executor, actor, settings
+):
+    executor = make_executor(partner.url, authentication=client_credentials(issuer.state.url, issuer))
+    for answer in [(500, {}, {})] * (settings.ELSA_BREAKER_FAIL_MAX - 1) + [(400, {}, {"error": "invalid_client"})]:
+        issuer.failures["/token"] = answer
+        with suppress(CredentialsRefused):
+            executor_call(executor=executor, endpoint="analyze", actor=actor)
+    issuer.failures["/token"] = (500, {}, {})
+    for _ in range(settings.ELSA_BREAKER_FAIL_MAX - 1):
+        assert executor_call(executor=executor, endpoint="analyze", actor=actor).kind == "credentials"
+    assert IdentityProviderBreaker(issuer.state.url).state() == CLOSED
+
+
+@pytest.mark.django_db
+def test_the_identity_provider_breaker_closes_after_a_successful_probe(issuer, partner, make_executor, actor, settings):
+    executor = make_executor(partner.url, authentication=client_credentials(issuer.state.url, issuer))
+    breaker = IdentityProviderBreaker(issuer.state.url)
+    open_past_reset(breaker, settings)
+    assert breaker.state() == HALF_OPEN
+    assert executor_call(executor=executor, endpoint="analyze", actor=actor).status == 200
+    assert breaker.state() == CLOSED
+    assert issuer.state.count("/token") == 1
+
+
+@pytest.mark.django_db
+def test_a_failed_probe_opens_the_identity_provider_breaker_again(issuer, partner, make_executor, actor, settings):
+    issuer.failures["/token"] = (502, {}, {})
+    executor = make_executor(partner.url, authentication=client_credentials(issuer.state.url, issuer))
+    breaker = IdentityProviderBreaker(issuer.state.url)
+    open_past_reset(breaker, settings)
+    assert executor_call(executor=executor, endpoint="analyze", actor=actor).kind == "credentials"
+    assert breaker.state() == OPEN
+    assert partner_breaker_untouched(executor)
+
+
+@pytest.mark.django_db
+def test_a_cached_token_is_used_while_the_identity_provider_circuit_is_open(issuer, partner, make_executor, actor):
+    executor = make_executor(partner.url, authentication=client_credentials(issuer.state.url, issuer))
+    assert executor_call(executor=executor, endpoint="analyze", actor=actor).status == 200
+    breaker = IdentityProviderBreaker(issuer.state.url)
+    breaker.store.update(lambda s: ({**INITIAL, "state": OPEN, "opened_at": time.time()}, None))
+    assert executor_call(executor=executor, endpoint="analyze", actor=actor).status == 200
+    assert issuer.state.count("/token") == 1
+
+
+@pytest.mark.django_db
+def test_test_connection_fetches_a_token_while_the_identity_provider_circuit_is_open(
+    issuer, partner, make_executor, actor
+):
+    executor = make_executor(partner.url, authentication=client_credentials(issuer.state.url, issuer))
+    breaker = IdentityProviderBreaker(issuer.state.url)
+    breaker.store.update(lambda s: ({**INITIAL, "state": OPEN, "opened_at": time.time()}, None))
+    result = executor_test_connection(executor=executor, actor=actor)
+    assert result["ok"] is True, result["error"]
+    assert issuer.state.count("/token") == 1
+    assert breaker.state() == OPEN  # a test is neither a probe nor a success
+
+
+@pytest.mark.django_db
+def test_without_a_shared_cache_the_identity_provider_breaker_lives_in_the_database(settings):
+    assert isinstance(IdentityProviderBreaker("https://idp.example").store, RedisBreakerStore)
+    settings.CACHE_IS_SHARED = False
+    breaker = IdentityProviderBreaker("https://idp.example")
+    assert isinstance(breaker.store, DatabaseBreakerStore)
+    breaker.record(breaker.admit(), success=False)
+    assert BreakerState.objects.get(key=breaker.store.key).state["failures"] == 1
