@@ -3,6 +3,7 @@
 import base64
 import hashlib
 import json
+import re
 import time
 import uuid
 from urllib.parse import quote, urlencode
@@ -22,6 +23,9 @@ TOKEN_REQUEST_TIMEOUT = 10.0
 # a crashed holder frees the lock by expiry.
 LOCK_TTL_SECONDS = 45
 LOCK_WAIT_SECONDS = 45.0
+# What an OAuth error code looks like in practice (invalid_client, invalid_grant, ...); anything else
+# is not reported, since it could be a description in disguise.
+ERROR_CODE_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
 class TokenError(PermanentError):
@@ -122,13 +126,26 @@ def _request_token(executor: Executor, secrets: dict, grant: dict) -> dict:
     if response.status >= 500 or response.status == 429:
         raise TokenUnavailable(f"The token endpoint of {issuer} answered {response.status}.")
     if response.status != 200 or not isinstance(body.get("access_token"), str):
-        # Only the provider's error code is kept: its description could echo what we sent.
-        code = str(body["error"]) if isinstance(body.get("error"), str) else "no access_token"
         raise TokenError(
-            f"The token endpoint of {issuer} refused the request ({response.status}, {code[:64]}).",
+            f"The token endpoint of {issuer} refused the request ({response.status}, "
+            f"{_error_code(body, sent=[*secrets.values(), *grant.values()])}).",
             status=response.status,
         )
     return body
+
+
+def _error_code(body: dict, *, sent: list) -> str:
+    """The provider's error code, if it is one and echoes nothing we sent; never its description."""
+    code = body.get("error")
+    if code is None:
+        return "no access_token"
+    # A provider that puts the client secret, a password or a refresh token in `error` must not
+    # get it into fault messages and audit events.
+    if not isinstance(code, str) or not ERROR_CODE_RE.fullmatch(code):
+        return "unrecognised error code"
+    if any(isinstance(value, str) and value and value in code for value in sent):
+        return "unrecognised error code"
+    return code
 
 
 def fetch_token(executor: Executor, secrets: dict, refresh_key: str) -> dict:

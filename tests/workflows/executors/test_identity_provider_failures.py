@@ -320,3 +320,47 @@ def test_without_a_shared_cache_the_identity_provider_breaker_lives_in_the_datab
     assert isinstance(breaker.store, DatabaseBreakerStore)
     breaker.record(breaker.admit(), success=False)
     assert BreakerState.objects.get(key=breaker.store.key).state["failures"] == 1
+
+
+# --- The provider's error code ---------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "echoed",
+    ["client_secret", "password", "refresh_token", "description"],
+)
+def test_an_error_code_echoing_what_was_sent_is_not_reported(issuer, partner, make_executor, actor, echoed):
+    config = {
+        "issuer": issuer.state.url,
+        "client_id": issuer.client_id,
+        "client_secret": issuer.client_secret,
+        "refresh_token": "refresh-good-0001",
+        "username": "alice",
+        "password": "alice-password-123",
+    }
+    executor = make_executor(partner.url, authentication={"type": "oidc_user", "config": config})
+    code = {
+        "client_secret": f"bad_{issuer.client_secret}",
+        "password": "alice-password-123",
+        "refresh_token": "refresh-good-0001",
+        "description": "The client secret you sent was not right",
+    }[echoed]
+    issuer.failures["/token"] = (400, {}, {"error": code})
+    with pytest.raises(CredentialsRefused) as excinfo:
+        executor_call(executor=executor, endpoint="analyze", actor=actor)
+    message = str(excinfo.value)
+    assert "(400, unrecognised error code)" in message
+    event = chained_events().filter(event_type="executor.call").latest("id")
+    for text in (message, json.dumps(event.metadata)):
+        assert code not in text
+        for secret in (issuer.client_secret, "alice-password-123", "refresh-good-0001"):
+            assert secret not in text
+
+
+@pytest.mark.django_db
+def test_a_plain_error_code_is_reported(issuer, partner, make_executor, actor):
+    issuer.failures["/token"] = (401, {}, {"error": "unauthorized_client", "error_description": "nope"})
+    executor = make_executor(partner.url, authentication=client_credentials(issuer.state.url, issuer))
+    with pytest.raises(CredentialsRefused, match=r"\(401, unauthorized_client\)\.$"):
+        executor_call(executor=executor, endpoint="analyze", actor=actor)
