@@ -206,6 +206,27 @@ def test_test_connection_reports_a_failed_credential_fetch(issuer, partner, make
     assert partner.count() == 0
 
 
+@pytest.mark.django_db
+def test_a_policy_refusal_on_the_way_to_the_identity_provider_is_a_credential_fetch_failure(
+    issuer, partner, make_executor, actor, settings
+):
+    port = issuer.state.url.rsplit(":", 1)[1]
+    executor = make_executor(partner.url, authentication=client_credentials(f"http://localhost:{port}", issuer))
+    # Production: plain http is refused except to allowlisted hosts; the partner is one, the issuer not.
+    settings.ELSA_ENV = "production"
+    settings.ELSA_EXECUTOR_HTTP_ALLOWLIST = ["127.0.0.1"]
+    with pytest.raises(CredentialsRefused) as excinfo:
+        executor_call(executor=executor, endpoint="analyze", actor=actor)
+    assert str(excinfo.value) == (
+        f"Credential fetch for executor '{executor.name}' failed: "
+        "Plain http to localhost is not allowed in production (ELSA_EXECUTOR_HTTP_ALLOWLIST)."
+    )
+    assert issuer.state.count() == 0 and partner.count() == 0
+    assert partner_breaker_untouched(executor)
+    event = chained_events().filter(event_type="executor.call").latest("id")
+    assert event.metadata["error"] == "credentials_refused"
+
+
 # --- The identity provider's own breaker -----------------------------------------------------------
 
 
