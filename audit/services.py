@@ -387,21 +387,26 @@ def audit_checkpoint_create(*, actor: Actor | None = None) -> AuditCheckpoint | 
         metadata=None,
     )
     (event,) = _append_chained([_with_parts(values)], head)
+    return _checkpoint_sign(event_id=event["id"], event_hash=event["hash"])
+
+
+def _checkpoint_sign(*, event_id: int, event_hash: str) -> AuditCheckpoint:
+    """Store a checkpoint of one chained event, signed now; the chain lock is held."""
     created = timezone.now()
     checkpoint = AuditCheckpoint(
-        event_id=event["id"],
-        event_hash=event["hash"],
+        event_id=event_id,
+        event_hash=event_hash,
         created=created,
         signature=checkpoint_signature(
-            key=settings.ELSA_AUDIT_CHECKPOINT_KEY, event_id=event["id"], event_hash=event["hash"], created=created
+            key=settings.ELSA_AUDIT_CHECKPOINT_KEY, event_id=event_id, event_hash=event_hash, created=created
         ),
     )
     checkpoint.save()
     # Also written to the log stream, so a copy of every signed head lives outside the database;
     # only once committed: a rolled-back checkpoint's id is reused by the next event, with another hash.
     extra = {
-        "audit_checkpoint_event_id": event["id"],
-        "audit_checkpoint_hash": event["hash"],
+        "audit_checkpoint_event_id": event_id,
+        "audit_checkpoint_hash": event_hash,
         "audit_checkpoint_created": canonical_timestamp(created),
         "audit_checkpoint_signature": checkpoint.signature,
     }
@@ -420,7 +425,9 @@ def audit_purge(*, through_id: int, through_hash: str, archived_from: int, actor
     is then verified from), and the archive starts at or before the oldest stored event. Then the
     events are deleted (the append-only trigger lets this transaction's DELETE of ids up to
     through_id through, see migration 0004), checkpoints are kept, and an `audit.purged` event is
-    chained with through_id and through_hash in its context: the purge is itself evidence.
+    chained with through_id and through_hash in its context: the purge is itself evidence. That
+    event is signed (a checkpoint naming it) in the same transaction: a purge never commits unsigned,
+    waiting for the next beat to sign its record.
     """
     _lock_chain()
     audit_seal()  # what is pending is chained before the purge event, as for a checkpoint
@@ -461,5 +468,8 @@ def audit_purge(*, through_id: int, through_hash: str, archived_from: int, actor
         context={"through_id": through_id, "through_hash": through_hash, "first_id": oldest, "deleted": deleted},
         metadata=None,
     )
-    _append_chained([_with_parts(values)], head)
+    (event,) = _append_chained([_with_parts(values)], head)
+    # Signed before the purge commits: unsigned, its record could be rewritten and rehashed (another
+    # actor, another count) with nothing to show for it until the next checkpoint, as any unsigned head.
+    _checkpoint_sign(event_id=event["id"], event_hash=event["hash"])
     return deleted

@@ -9,9 +9,10 @@ from django.core.management.base import CommandError
 from django.db import ProgrammingError, connection, transaction
 from django.utils import timezone
 
+from audit.chain import EVENT_COLUMNS, compute_hash
 from audit.models import AuditCheckpoint, AuditEvent
 from audit.services import audit_checkpoint_create
-from audit.verification import verify_chain, verify_event
+from audit.verification import load_anchors, verify_chain, verify_event
 from tests.audit.helpers import append_events, triggers_disabled
 from tests.identity.factories import principal_headers
 
@@ -287,3 +288,40 @@ def test_parallel_verification_starts_at_the_purge_anchor(tmp_path):
     one_pass = verify_chain()
     assert one_pass.first_invalid_id == through + 2
     assert verify_chain(jobs=3, parallel_min_events=0) == one_pass
+
+
+def test_purge_signs_its_own_purged_event_before_it_returns(tmp_path, django_capture_on_commit_callbacks):
+    append_events(2)
+    archive, through = export(tmp_path)  # signs event 3
+    with django_capture_on_commit_callbacks() as callbacks:
+        purge(through, archive)
+    purged = AuditEvent.objects.get(event_type="audit.purged")
+    # The head right after the purge is its own event, and a validly signed checkpoint names it.
+    assert AuditEvent.objects.order_by("-id").values_list("id", flat=True).first() == purged.id
+    newest = AuditCheckpoint.objects.order_by("-id").first()
+    assert (newest.event_id, newest.event_hash) == (purged.id, purged.hash)
+    signed = AuditCheckpoint.objects.filter(event_id=purged.id)
+    rows = signed.values_list("event_id", "event_hash", "created", "signature")
+    assert load_anchors(rows).hashes == {purged.id: purged.hash}
+    assert len(callbacks) == 1  # its copy in the log stream, once the purge commits
+    assert verify_chain().is_valid
+
+
+@pytest.mark.postgres
+def test_rewritten_purge_event_is_reported_at_once(tmp_path):
+    # Before the purge signed its own event, a rewrite of its record (here: another actor and count,
+    # rehashed) verified until the next beat signed the head.
+    append_events(3)
+    archive, through = export(tmp_path)
+    purge(through, archive)  # event 5
+    with triggers_disabled() as cursor:
+        cursor.execute(
+            "UPDATE audit_auditevent SET actor_id = 'someone-else', "
+            "context = jsonb_set(context, '{deleted}', '1') WHERE id = 5"
+        )
+        event = AuditEvent.objects.get(id=5)
+        fields = {f: getattr(event, f) for f in EVENT_COLUMNS[:-1]}
+        cursor.execute("UPDATE audit_auditevent SET hash = %s WHERE id = 5", [compute_hash(**fields)])
+    result = verify_chain()
+    assert (result.is_valid, result.first_invalid_id) == (False, 5)
+    assert "differs from its signed checkpoint" in result.reason
