@@ -1,4 +1,4 @@
-"""System checks of the audit app: the checkpoint signing key, the append-only triggers."""
+"""System checks of the audit app: the checkpoint signing key and freshness settings, the append-only triggers."""
 
 from django.conf import settings
 from django.core.checks import Error, Tags, register
@@ -21,6 +21,24 @@ def check_checkpoint_key(app_configs, **kwargs):
             )
         )
     return errors
+
+
+@register(Tags.security)
+def check_checkpoint_freshness(app_configs, **kwargs):
+    """audit.E002: the checkpoint interval or allowed age would let a cut tail pass, or fail a sound chain."""
+    interval = settings.ELSA_AUDIT_CHECKPOINT_INTERVAL_SECONDS
+    max_age = settings.ELSA_AUDIT_CHECKPOINT_MAX_AGE_SECONDS
+    # Two intervals at least: one late or skipped beat must not make a sound chain fail verification.
+    if not (0 < interval and 2 * interval <= max_age):
+        return [
+            Error(
+                "ELSA_AUDIT_CHECKPOINT_INTERVAL_SECONDS must be positive and ELSA_AUDIT_CHECKPOINT_MAX_AGE_SECONDS "
+                f"at least twice it (they are {interval:g} and {max_age:g}).",
+                hint="Unset ELSA_AUDIT_CHECKPOINT_MAX_AGE_SECONDS for the default, five intervals.",
+                id="audit.E002",
+            )
+        ]
+    return []
 
 
 # Trigger names of migrations audit/0001 and 0002, per table.

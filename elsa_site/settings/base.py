@@ -249,12 +249,12 @@ def broker_transport(url: str) -> str | None:
 
 CELERY_BROKER_TRANSPORT = broker_transport(CELERY_BROKER_URL)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# The audit checkpoint beat's interval; audit's freshness checks read it too (see Audit below).
+ELSA_AUDIT_CHECKPOINT_INTERVAL_SECONDS = env.float("ELSA_AUDIT_CHECKPOINT_INTERVAL_SECONDS", default=60.0)
 CELERY_BEAT_SCHEDULE: dict = {
-    # Sign the audit chain head every minute (a cut tail or rewritten table then fails verification).
-    "audit-checkpoint": {
-        "task": "audit.checkpoint",
-        "schedule": env.float("ELSA_AUDIT_CHECKPOINT_INTERVAL_SECONDS", default=60.0),
-    },
+    # Sign the audit chain head every minute, moved or not (a cut tail or rewritten table then fails
+    # verification, and so does a newest checkpoint that is too old).
+    "audit-checkpoint": {"task": "audit.checkpoint", "schedule": ELSA_AUDIT_CHECKPOINT_INTERVAL_SECONDS},
     # Chain audit events whose process died between its commit and chaining them (normally
     # chained right after commit by the process that recorded them).
     "audit-seal": {"task": "audit.seal", "schedule": env.float("ELSA_AUDIT_SEAL_INTERVAL_SECONDS", default=5.0)},
@@ -306,6 +306,12 @@ ELSA_AUDIT_CHECKPOINT_KEY = optional_secret(
     "ELSA_AUDIT_CHECKPOINT_KEY",
     environ_value=env.str("ELSA_AUDIT_CHECKPOINT_KEY", default=""),
     derived=f"audit-checkpoint:{SECRET_KEY}",
+)
+# Verification fails when the newest validly signed checkpoint is older than this (the beat signs at
+# least once per interval): so cutting the tail back to an old checkpoint, with the checkpoints after
+# it, cannot go unseen. At least twice the interval (check audit.E002).
+ELSA_AUDIT_CHECKPOINT_MAX_AGE_SECONDS = env.float(
+    "ELSA_AUDIT_CHECKPOINT_MAX_AGE_SECONDS", default=5 * ELSA_AUDIT_CHECKPOINT_INTERVAL_SECONDS
 )
 
 # --- Identity -------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 import pytest
 from django.test import override_settings
 
-from audit.checks import check_append_only_triggers, check_checkpoint_key
+from audit.checks import check_append_only_triggers, check_checkpoint_freshness, check_checkpoint_key
 from tests.audit.helpers import triggers_disabled
 
 
@@ -21,11 +21,33 @@ def test_long_key_passes():
     assert check_checkpoint_key(None) == []
 
 
+@pytest.mark.parametrize(
+    ("interval", "max_age"),
+    [
+        (60.0, 119.0),  # one late beat would fail a sound chain
+        (0.0, 300.0),  # no heartbeat at all
+        (-60.0, 300.0),
+    ],
+)
+def test_checkpoint_max_age_below_two_intervals_or_no_interval_is_audit_e002(settings, interval, max_age):
+    settings.ELSA_AUDIT_CHECKPOINT_INTERVAL_SECONDS = interval
+    settings.ELSA_AUDIT_CHECKPOINT_MAX_AGE_SECONDS = max_age
+    assert ids(check_checkpoint_freshness(None)) == ["audit.E002"]
+
+
+def test_default_checkpoint_max_age_is_five_intervals_and_passes(settings):
+    assert settings.ELSA_AUDIT_CHECKPOINT_MAX_AGE_SECONDS == 5 * settings.ELSA_AUDIT_CHECKPOINT_INTERVAL_SECONDS
+    assert check_checkpoint_freshness(None) == []
+    settings.ELSA_AUDIT_CHECKPOINT_MAX_AGE_SECONDS = 2 * settings.ELSA_AUDIT_CHECKPOINT_INTERVAL_SECONDS
+    assert check_checkpoint_freshness(None) == []
+
+
 def test_checks_are_registered_under_security():
     from django.core.checks import registry
 
-    assert check_checkpoint_key in registry.registry.get_checks(include_deployment_checks=True)
-    assert "security" in check_checkpoint_key.tags
+    for check in (check_checkpoint_key, check_checkpoint_freshness):
+        assert check in registry.registry.get_checks(include_deployment_checks=True)
+        assert "security" in check.tags
 
 
 @pytest.mark.django_db
