@@ -5,6 +5,7 @@ import ipaddress
 import logging
 import uuid
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -362,11 +363,12 @@ def audit_pending_execute(sql: str, params: list) -> tuple[int, tuple | None]:
 
 @transaction.atomic
 def audit_checkpoint_create(*, actor: Actor | None = None) -> AuditCheckpoint | None:
-    """Sign the current chain head; idempotent while the head does not move. None for an empty chain.
+    """Sign the current chain head, moved or not (a heartbeat); None for an empty chain.
 
     Under the chain lock it chains what is pending, then appends an `audit.checkpoint` event and
-    signs that event (the new head), so the next run finds the head already signed and writes
-    nothing while the system is idle.
+    signs that event (the new head). When the head has not moved (it is the newest checkpoint's
+    event), no event is appended: the same head is signed again at this time, unless the newest
+    checkpoint is less than half an interval old (then it is returned): two calls in a row sign once.
     """
     _lock_chain()
     audit_seal()  # everything recorded so far, so the signed head covers it
@@ -375,8 +377,16 @@ def audit_checkpoint_create(*, actor: Actor | None = None) -> AuditCheckpoint | 
     if head_id == 0:
         return None
     latest = AuditCheckpoint.objects.order_by("-id").first()
+    now = timezone.now()
+    if latest is not None:
+        _log_unsigned_period(latest, now)
     if latest is not None and latest.event_id == head_id and latest.event_hash == head_hash:
-        return latest
+        # A heartbeat, without an event, so an idle chain does not grow: while the beat runs the newest
+        # checkpoint is never much older than an interval, so verification can tell an idle chain from
+        # one cut back to an old checkpoint with the checkpoints after it (ELSA_AUDIT_CHECKPOINT_MAX_AGE_SECONDS).
+        if now - latest.created < timedelta(seconds=settings.ELSA_AUDIT_CHECKPOINT_INTERVAL_SECONDS / 2):
+            return latest
+        return _checkpoint_sign(event_id=head_id, event_hash=head_hash)
     values = _event_fields(
         event_type="audit.checkpoint",
         action="created",
@@ -388,6 +398,22 @@ def audit_checkpoint_create(*, actor: Actor | None = None) -> AuditCheckpoint | 
     )
     (event,) = _append_chained([_with_parts(values)], head)
     return _checkpoint_sign(event_id=event["id"], event_hash=event["hash"])
+
+
+def _log_unsigned_period(latest: AuditCheckpoint, now: datetime) -> None:
+    """Warn when the chain is about to be signed after going unsigned for longer than the allowed age.
+
+    The beat stopped, or the newest checkpoints were deleted with the events after the one left (a cut
+    tail): signing now ends the period, which verify_audit_chain keeps reporting as a warning.
+    """
+    unsigned = (now - latest.created).total_seconds()
+    if unsigned > settings.ELSA_AUDIT_CHECKPOINT_MAX_AGE_SECONDS:
+        extra = {
+            "audit_checkpoint_event_id": latest.event_id,
+            "audit_checkpoint_created": canonical_timestamp(latest.created),
+            "audit_unsigned_seconds": round(unsigned, 3),
+        }
+        logger.warning("audit chain unsigned for longer than ELSA_AUDIT_CHECKPOINT_MAX_AGE_SECONDS", extra=extra)
 
 
 def _checkpoint_sign(*, event_id: int, event_hash: str) -> AuditCheckpoint:

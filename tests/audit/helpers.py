@@ -1,11 +1,14 @@
 """Audit test helpers: append events through the service, tamper with rows through raw SQL."""
 
 from contextlib import contextmanager
+from datetime import datetime
 
+from django.conf import settings
 from django.db import connection, transaction
 
 from audit.actors import Actor
-from audit.models import AuditEvent
+from audit.chain import checkpoint_signature
+from audit.models import AuditCheckpoint, AuditEvent
 from audit.services import audit_record, audit_seal
 
 
@@ -33,6 +36,16 @@ def append_events(count: int, **fields) -> list[AuditEvent]:
         audit_seal()
         events.append(AuditEvent.objects.order_by("-id").first())
     return events
+
+
+def sign_checkpoint(event: AuditEvent, created: datetime) -> AuditCheckpoint:
+    """A validly signed checkpoint of `event` made at `created`: how tests put a checkpoint in the past."""
+    signature = checkpoint_signature(
+        key=settings.ELSA_AUDIT_CHECKPOINT_KEY, event_id=event.id, event_hash=event.hash, created=created
+    )
+    checkpoint = AuditCheckpoint(event_id=event.id, event_hash=event.hash, created=created, signature=signature)
+    checkpoint.save()
+    return checkpoint
 
 
 @contextmanager
