@@ -7,7 +7,7 @@ import multiprocessing
 import os
 import queue
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from contextlib import closing
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
@@ -15,6 +15,8 @@ from json.encoder import encode_basestring_ascii
 
 from django.conf import settings
 from django.db import connection, connections, transaction
+from django.db.models import QuerySet
+from django.utils import timezone
 
 from audit.chain import (
     EVENT_COLUMNS,
@@ -358,6 +360,109 @@ def chain_start(anchors: Anchors | None = None) -> ChainStart:
 def signed_checkpoint_reaches(event_id: int) -> bool:
     """Whether a validly signed checkpoint names this event or a later one: the chain reached it."""
     return _db_anchors(event_id__gte=event_id).highest >= event_id
+
+
+@dataclass(frozen=True)
+class UnsignedPeriod:
+    """A stretch longer than the allowed checkpoint age in which no validly signed checkpoint was made.
+
+    It runs from a checkpoint (or, before the first one, from the oldest stored event) to the next
+    checkpoint. Events chained in it could have been cut, with the checkpoints after them, before
+    the beat signed the chain again: the beat was stopped, or the tail was cut.
+    """
+
+    start: datetime
+    start_event_id: int
+    start_is_checkpoint: bool
+    end: datetime
+    end_event_id: int
+
+    @property
+    def seconds(self) -> float:
+        return (self.end - self.start).total_seconds()
+
+    def __str__(self) -> str:
+        since = "the checkpoint of" if self.start_is_checkpoint else "the oldest stored event,"
+        return (
+            f"no signed checkpoint from {canonical_timestamp(self.start)} ({since} event #{self.start_event_id}) "
+            f"to {canonical_timestamp(self.end)} (a checkpoint of event #{self.end_event_id}), {self.seconds:.0f}s"
+        )
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """Whether a validly signed checkpoint is recent enough that the chain's tail cannot have been cut
+    unseen, and (history=True) the unsigned periods before it, oldest first."""
+
+    is_fresh: bool
+    newest_event_id: int | None = None
+    newest_created: datetime | None = None
+    reason: str = ""
+    unsigned_periods: tuple[UnsignedPeriod, ...] = ()
+
+
+def _valid_checkpoint_times(checkpoints: QuerySet) -> Iterator[tuple[datetime, int]]:
+    """(created, event id) of each validly signed checkpoint, in the queryset's order."""
+    key = settings.ELSA_AUDIT_CHECKPOINT_KEY
+    rows = checkpoints.values_list("event_id", "event_hash", "created", "signature").iterator(chunk_size=CHUNK_SIZE)
+    for event_id, event_hash, created, signature in rows:
+        expected = checkpoint_signature(key=key, event_id=event_id, event_hash=event_hash, created=created)
+        # Constant-time compare: the signature is a MAC, never compared with ==.
+        if hmac.compare_digest(expected, signature):
+            yield created, event_id
+
+
+def chain_freshness(*, max_age: float | None = None, history: bool = False) -> Freshness:
+    """Whether the newest validly signed checkpoint is at most `max_age` seconds old (default
+    ELSA_AUDIT_CHECKPOINT_MAX_AGE_SECONDS); without any, whether the oldest stored event is.
+
+    The beat signs the head at least once per interval, moved or not, and a signature covers its
+    time: a tail cut back to an old checkpoint, with the checkpoints after it deleted, leaves the
+    newest one too old, which no database write can hide. Once the beat signs the cut chain again,
+    the gap stays in the signed times: with history=True every earlier unsigned period longer than
+    `max_age` is listed too (reading every checkpoint). Signatures are checked here; whether each
+    checkpoint matches the chain is verify_chain's part. An empty chain without checkpoints is fresh.
+    """
+    max_age = settings.ELSA_AUDIT_CHECKPOINT_MAX_AGE_SECONDS if max_age is None else max_age
+    now = timezone.now()
+    oldest = AuditEvent.objects.order_by("id").values_list("timestamp", "id").first()
+    periods: list[UnsignedPeriod] = []
+    # The point the current unsigned stretch started at: (time, event id, is it a checkpoint).
+    last: tuple[datetime, int, bool] | None = None
+    if history:
+        for created, event_id in _valid_checkpoint_times(AuditCheckpoint.objects.order_by("created", "id")):
+            if last is None and oldest is not None and oldest[0] < created:
+                # The stored chain started unsigned (a purge keeps older checkpoints, which come first).
+                last = (oldest[0], oldest[1], False)
+            if last is not None and (created - last[0]).total_seconds() > max_age:
+                periods.append(UnsignedPeriod(last[0], last[1], last[2], created, event_id))
+            last = (created, event_id, True)
+    else:
+        newest = next(_valid_checkpoint_times(AuditCheckpoint.objects.order_by("-created", "-id")), None)
+        if newest is not None:
+            last = (newest[0], newest[1], True)
+    if last is None and oldest is not None:
+        last = (oldest[0], oldest[1], False)
+    if last is None:
+        return Freshness(True, unsigned_periods=tuple(periods))
+    moment, event_id, signed = last
+    newest_event_id, newest_created = (event_id, moment) if signed else (None, None)
+    age = (now - moment).total_seconds()
+    if age <= max_age:
+        return Freshness(True, newest_event_id, newest_created, "", tuple(periods))
+    if signed:
+        reason = (
+            f"the newest signed checkpoint (of event #{event_id}, signed {canonical_timestamp(moment)}) is {age:.0f}s "
+            f"old, more than the allowed {max_age:g}s: events chained after it may have been cut, with the "
+            "checkpoints after it, or the audit.checkpoint beat has not run since"
+        )
+    else:
+        reason = (
+            f"no signed checkpoint covers the chain, and its oldest stored event (#{event_id}, recorded "
+            f"{canonical_timestamp(moment)}) is {age:.0f}s old, more than the allowed {max_age:g}s: its "
+            "checkpoints may have been deleted and its tail cut, or the audit.checkpoint beat has never run"
+        )
+    return Freshness(False, newest_event_id, newest_created, reason, tuple(periods))
 
 
 def default_jobs() -> int:
