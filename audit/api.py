@@ -50,7 +50,7 @@ class AuditEventDetailApi(APIView):
 
 
 class AuditEventVerifyApi(APIView):
-    """GET audit-events/{id}/verify: recompute the chain segment holding this event."""
+    """GET audit-events/{id}/verify: recompute the chain segment holding this event, and say if the chain is fresh."""
 
     permission_classes = [READ_AUDIT_EVENTS]
 
@@ -59,11 +59,21 @@ class AuditEventVerifyApi(APIView):
         # An id inside the chain is verified even if its row is gone: that is what tampering looks like.
         selectors.audit_event_in_chain(event_id=event_id)
         result = verification.verify_event(event_id)
-        return Response(
-            {
-                "is_valid": result.is_valid,
-                "first_invalid_id": result.first_invalid_id,
-                "total_checked": result.total_checked,
-                "reason": result.reason,
-            }
+        # A warning beside the result, not a failure of it: the event's segment is proven (or not)
+        # whatever happened after it, but a client must learn that the chain's tail is not.
+        freshness = verification.chain_freshness()
+        newest = (
+            None
+            if freshness.newest_event_id is None
+            else {"event_id": freshness.newest_event_id, "created": freshness.newest_created}
         )
+        body = {
+            "is_valid": result.is_valid,
+            "first_invalid_id": result.first_invalid_id,
+            "total_checked": result.total_checked,
+            "reason": result.reason,
+            "is_fresh": freshness.is_fresh,
+            "newest_checkpoint": newest,
+            "freshness_reason": freshness.reason,
+        }
+        return Response(VerificationSerializer(body).data)

@@ -66,8 +66,17 @@ class AuditEventQuerySerializer(serializers.Serializer):
     order = serializers.ChoiceField(choices=["asc", "desc"], required=False, default="asc")
 
 
+class CheckpointSerializer(serializers.Serializer):
+    event_id = serializers.IntegerField()
+    created = serializers.DateTimeField()
+
+
 class VerificationSerializer(serializers.Serializer):
     is_valid = serializers.BooleanField()
     first_invalid_id = serializers.IntegerField(allow_null=True)
     total_checked = serializers.IntegerField()
     reason = serializers.CharField(allow_blank=True)
+    # Whether the newest validly signed checkpoint is recent enough (ELSA_AUDIT_CHECKPOINT_MAX_AGE_SECONDS).
+    is_fresh = serializers.BooleanField()
+    newest_checkpoint = CheckpointSerializer(allow_null=True)
+    freshness_reason = serializers.CharField(allow_blank=True)

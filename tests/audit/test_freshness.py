@@ -1,7 +1,7 @@
 """Freshness: the beat signs the head at least once per interval, and verification fails when the newest
 signed checkpoint is too old (a tail cut back to an old checkpoint, the checkpoints after it deleted)."""
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from io import StringIO
 
 import pytest
@@ -14,10 +14,12 @@ from audit.models import AuditCheckpoint, AuditEvent
 from audit.services import audit_checkpoint_create
 from audit.verification import chain_freshness, verify_chain
 from tests.audit.helpers import append_events, sign_checkpoint, triggers_disabled
+from tests.identity.factories import principal_headers
 
 pytestmark = pytest.mark.django_db
 
 UNSIGNED_WARNING = "audit chain unsigned for longer than ELSA_AUDIT_CHECKPOINT_MAX_AGE_SECONDS"
+LIST = "/elsa/api/audit-events"
 
 
 def run_verify_command(*args) -> tuple[int, str, str]:
@@ -100,6 +102,35 @@ def test_cut_chain_signed_again_by_the_beat_verifies_with_a_warning_naming_the_u
         f"warning: no signed checkpoint from {canonical_timestamp(old.created)} (the checkpoint of event #3) "
         f"to {canonical_timestamp(heartbeat.created)} (a checkpoint of event #3), 3600s"
     ) in err
+
+
+@pytest.mark.postgres
+def test_verify_endpoint_warns_that_a_cut_back_chain_is_stale(api_client):
+    old = signed_an_hour_ago_then_cut_back()
+    response = api_client.get(f"{LIST}/2/verify", **principal_headers("read:audit-events"))
+    assert response.status_code == 200
+    body = response.json()
+    # The event's own segment is proven; the warning is beside it.
+    assert (body["is_valid"], body["first_invalid_id"], body["is_fresh"]) == (True, None, False)
+    assert body["newest_checkpoint"]["event_id"] == 3
+    assert datetime.fromisoformat(body["newest_checkpoint"]["created"]) == old.created
+    assert "the newest signed checkpoint (of event #3" in body["freshness_reason"]
+
+
+def test_verify_endpoint_of_a_freshly_signed_chain_is_fresh(api_client):
+    reader = principal_headers("read:audit-events")
+    append_events(2)
+    body = api_client.get(f"{LIST}/1/verify", **reader).json()
+    # No checkpoint yet, but the oldest event is recent: a server just installed.
+    assert (body["is_valid"], body["is_fresh"], body["newest_checkpoint"], body["freshness_reason"]) == (
+        True,
+        True,
+        None,
+        "",
+    )
+    checkpoint = audit_checkpoint_create()
+    body = api_client.get(f"{LIST}/1/verify", **reader).json()
+    assert (body["is_fresh"], body["newest_checkpoint"]["event_id"]) == (True, checkpoint.event_id)
 
 
 def test_chain_never_signed_whose_oldest_event_is_older_than_the_max_age_is_stale(settings):
