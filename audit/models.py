@@ -156,6 +156,8 @@ class AuditCheckpoint(AppendOnlyModel):
     class Meta:
         ordering = ["id"]
         default_permissions = ("view",)
+        # Freshness reads the newest checkpoint by time; the beat adds one per interval, for years.
+        indexes = [models.Index(fields=["created", "id"], name="audit_checkpoint_created_idx")]
 
     def __str__(self) -> str:
         return f"checkpoint at event #{self.event_id}"

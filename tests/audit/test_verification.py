@@ -3,6 +3,7 @@
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 
 from audit.chain import EVENT_COLUMNS, compute_hash
 from audit.models import AuditCheckpoint, AuditEvent
@@ -187,6 +188,29 @@ def test_event_verification_reaches_the_next_checkpoint():
     # Event 2 is intact by itself, but its segment runs to the checkpoint at 4, which no longer matches.
     result = verify_event(2)
     assert (result.is_valid, result.first_invalid_id) == (False, 4)
+
+
+def test_event_verification_reads_only_the_checkpoints_around_the_event():
+    # Heartbeat checkpoints accumulate for years: one event's verification must not read them all.
+    append_events(3)
+    audit_checkpoint_create()  # event 4 signed
+    append_events(3)  # events 5..7
+    audit_checkpoint_create()  # event 8 signed
+    with triggers_disabled() as cursor:
+        # A forged checkpoint nearest before event 6 is passed over as a start (the signed one at 4
+        # is used) and still reported inside the segment, as before.
+        cursor.execute(
+            "INSERT INTO audit_auditcheckpoint (event_id, event_hash, created, signature) "
+            "SELECT id, hash, now(), %s FROM audit_auditevent WHERE id = 5",
+            ["0" * 64],
+        )
+    with CaptureQueriesContext(connection) as queries:
+        result = verify_event(6)
+    assert (result.is_valid, result.first_invalid_id) == (False, 5)
+    assert "invalid signature" in result.reason
+    reads = [q["sql"] for q in queries.captured_queries if "audit_auditcheckpoint" in q["sql"]]
+    assert reads and all('"event_id" <=' in sql or '"event_id" >' in sql or '"event_id" =' in sql for sql in reads)
+    assert verify_event(3).is_valid  # segment 1..4, from genesis to the signed checkpoint
 
 
 def test_verify_command_succeeds_with_a_one_line_summary():
