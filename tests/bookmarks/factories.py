@@ -51,6 +51,22 @@ def run_in_process(instance: WorkflowInstance) -> WorkflowInstance:
     return WorkflowInstance.objects.get(pk=instance.pk)
 
 
+def run_to_suspension(*instances: WorkflowInstance, timeout: float = 60) -> None:
+    """run_in_process for tests whose transactions commit: the execute also enqueued each run, and the
+    session's live worker, if an earlier test started it, may hold one (run_instance then leaves it to
+    that runner). Returns once every instance waits at a bookmark."""
+    from tests.conftest import wait_until
+
+    for instance in instances:
+        runtime.run_instance(instance.pk)
+    ids = [instance.pk for instance in instances]
+    wait_until(
+        lambda: WorkflowInstance.objects.filter(pk__in=ids, status="Suspended").count() == len(ids),
+        timeout=timeout,
+        message=f"{len(ids)} instance(s) to suspend",
+    )
+
+
 def suspended(document: dict | None = None, input: dict | None = None) -> tuple[WorkflowInstance, Bookmark]:
     """An instance suspended at its WaitForResume, and that activity's bookmark."""
     instance = run_in_process(start_instance(document or approval_document(), input))

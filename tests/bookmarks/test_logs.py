@@ -11,10 +11,9 @@ from pathlib import Path
 import pytest
 
 from elsa_site.logging import JsonFormatter, RedactingFilter
-from tests.bookmarks.factories import approval_document, start_instance, suspended, token_for
+from tests.bookmarks.factories import approval_document, run_to_suspension, start_instance, suspended, token_for
 from tests.conftest import wait_until, worker_environment
 from tests.elsa_site.test_gunicorn_logs import answers, free_port
-from workflows.models import WorkflowInstance
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -50,11 +49,8 @@ def test_resume_requests_log_nothing_of_the_token(client):
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_gunicorn_logs_of_a_real_resume_never_contain_the_token(tmp_path):
-    from workflows import runtime
-
     instance = start_instance(approval_document())
-    runtime.run_instance(instance.pk)
-    assert WorkflowInstance.objects.get(pk=instance.pk).status == "Suspended"
+    run_to_suspension(instance)
     issued = token_for(instance.bookmarks.get())
     port = free_port()
     log_path = tmp_path / "gunicorn.log"

@@ -24,6 +24,7 @@ from tests.bookmarks.factories import (
     linear,
     loop_document,
     run_in_process,
+    run_to_suspension,
     start_instance,
     suspended,
     token_for,
@@ -31,7 +32,6 @@ from tests.bookmarks.factories import (
 from tests.conftest import wait_until, worker_environment
 from tests.elsa_site.test_gunicorn_logs import answers, free_port
 from tests.workflows.factories import ACTOR
-from workflows import runtime
 from workflows.encryption import encrypt
 from workflows.models import WorkflowInstance
 from workflows.services import workflow_instance_cancel
@@ -304,8 +304,7 @@ def test_a_chunked_body_over_one_mib_is_413(client):
 def test_chunked_bodies_through_gunicorn_are_read_and_limited():
     instance_ok = start_instance(approval_document())
     instance_big = start_instance(approval_document())
-    for instance in (instance_ok, instance_big):
-        runtime.run_instance(instance.pk)
+    run_to_suspension(instance_ok, instance_big)
     ok_token = token_for(Bookmark.objects.get(instance=instance_ok)).token
     big_token = token_for(Bookmark.objects.get(instance=instance_big)).token
     port = free_port()
