@@ -66,3 +66,22 @@ def check_oidc_issuers(app_configs=None, **kwargs) -> list[Error]:
                 )
             )
     return errors
+
+
+# An issuer unreachable for longer than this is down, not flapping: its old keys must stop verifying.
+MAX_JWKS_STALE_LIMIT = 7 * 86400
+
+
+@register(Tags.security)
+def check_oidc_jwks_staleness(app_configs=None, **kwargs) -> list[Error]:
+    """E005: stale JWKS keys are accepted for a bounded time (0 to 7 days past their cache lifetime)."""
+    value = getattr(settings, "ELSA_OIDC_JWKS_MAX_STALE_SECONDS", None)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_JWKS_STALE_LIMIT:
+        return [
+            Error(
+                f"ELSA_OIDC_JWKS_MAX_STALE_SECONDS must be a whole number of seconds from 0 to {MAX_JWKS_STALE_LIMIT}.",
+                hint="It bounds how long an unreachable issuer's last keys keep verifying tokens.",
+                id="identity.E005",
+            )
+        ]
+    return []

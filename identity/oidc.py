@@ -93,23 +93,40 @@ def _signing_key(config: dict, kid: str) -> jwt.PyJWK | None:
         if fetch:
             state.fetching = True
             state.attempted_at = now
+    fetched: _KeySet | None = None
     if fetch:
         # Outside the lock: requests arriving meanwhile use the last good key set, or fail at once.
         try:
             fetched = _fetch(config)
         except (OSError, ValueError):
-            fetched = None
             # Keep serving the last good key set, if any, while the issuer is unreachable.
             logger.warning("could not fetch the JWKS of an OIDC issuer", extra={"issuer": issuer})
+            if key_set is not None and not _usable(key_set, ttl, time.monotonic()):
+                # Logged once per failed attempt (at most once per ELSA_OIDC_JWKS_REFETCH_SECONDS), not per token.
+                logger.error(
+                    "the JWKS of an OIDC issuer is past ELSA_OIDC_JWKS_MAX_STALE_SECONDS; its tokens are refused",
+                    extra={"issuer": issuer},
+                )
         finally:
             with _lock:
                 state.fetching = False
         if fetched is not None:
             with _lock:
                 state.key_set = key_set = fetched
-    if key_set is None:
+    # A key set this request fetched is fresh; an older one must be within the staleness bound.
+    if key_set is None or (fetched is None and not _usable(key_set, ttl, time.monotonic())):
         return None
     return key_set.keys.get(kid)
+
+
+def _usable(key_set: _KeySet, ttl: float, now: float) -> bool:
+    """Whether a key set may still verify tokens: within its cache lifetime plus the staleness bound.
+
+    Past its lifetime a key set is only kept because the issuer cannot be reached, and only for
+    ELSA_OIDC_JWKS_MAX_STALE_SECONDS: a key the issuer has since withdrawn (rotated out after a
+    leak) must not go on verifying tokens for as long as someone keeps us from reaching the issuer.
+    """
+    return now - key_set.fetched_at <= ttl + settings.ELSA_OIDC_JWKS_MAX_STALE_SECONDS
 
 
 def permissions_from_claims(claims: dict) -> frozenset[str]:

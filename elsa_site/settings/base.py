@@ -341,6 +341,9 @@ ELSA_OIDC_JWKS_CACHE_SECONDS = env.int("ELSA_OIDC_JWKS_CACHE_SECONDS", default=3
 # An unknown `kid` triggers at most one JWKS refetch per issuer in this many seconds.
 ELSA_OIDC_JWKS_REFETCH_SECONDS = env.float("ELSA_OIDC_JWKS_REFETCH_SECONDS", default=30.0)
 ELSA_OIDC_LEEWAY_SECONDS = env.int("ELSA_OIDC_LEEWAY_SECONDS", default=30)
+# While an issuer's JWKS cannot be refreshed, its last good keys verify tokens for at most this long
+# past their cache lifetime; then its tokens are 401 until a fetch succeeds (identity.E005: 0..7 days).
+ELSA_OIDC_JWKS_MAX_STALE_SECONDS = env.int("ELSA_OIDC_JWKS_MAX_STALE_SECONDS", default=86400)
 
 SIMPLE_JWT = {
     "ACCESS_TOKEN_LIFETIME": ELSA_ACCESS_TOKEN_LIFETIME,

@@ -6,7 +6,7 @@ import json
 import pytest
 from django.core.management import call_command
 
-from identity.checks import check_identity_file, check_oidc_issuers
+from identity.checks import check_identity_file, check_oidc_issuers, check_oidc_jwks_staleness
 from tests.identity.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -160,6 +160,16 @@ def test_plain_http_jwks_in_production_is_refused(settings):
     settings.ELSA_ENV = "production"
     settings.ELSA_OIDC_ISSUERS = [{"issuer": "https://x", "audience": "a", "jwks_url": "http://x/jwks"}]
     assert [e.id for e in check_oidc_issuers()] == ["identity.E004"]
+
+
+def test_default_jwks_staleness_bound_passes_the_check():
+    assert check_oidc_jwks_staleness() == []
+
+
+@pytest.mark.parametrize("value", [-1, 7 * 86400 + 1, "86400", None, True])
+def test_an_unbounded_or_malformed_jwks_staleness_is_refused(settings, value):
+    settings.ELSA_OIDC_JWKS_MAX_STALE_SECONDS = value
+    assert [e.id for e in check_oidc_jwks_staleness()] == ["identity.E005"]
 
 
 def test_ensure_admin_gives_the_admin_the_admin_role():

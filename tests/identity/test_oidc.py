@@ -11,6 +11,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
+from tests.conftest import wait_until
+
 pytestmark = pytest.mark.django_db
 ME = "/elsa/api/identity/me"
 ISSUER = "https://login.example.test/realm"
@@ -261,3 +263,58 @@ def test_malformed_jwks_document_is_401_not_500(client, jwks, settings, tmp_path
     path.write_text(json.dumps(document))
     settings.ELSA_OIDC_ISSUERS = [{"issuer": ISSUER, "audience": AUDIENCE, "jwks_file": str(path)}]
     assert get_me(client, SigningKey("k1").token()).status_code == 401
+
+
+@pytest.fixture
+def refresh_every_request(settings):
+    """Every request tries to refresh the JWKS, so keys are stale as soon as a refresh fails."""
+    settings.ELSA_OIDC_JWKS_CACHE_SECONDS = 0
+    settings.ELSA_OIDC_JWKS_REFETCH_SECONDS = 0
+
+
+def test_last_good_keys_verify_while_the_issuer_is_down_within_the_staleness_bound(
+    client, jwks, settings, refresh_every_request
+):
+    settings.ELSA_OIDC_JWKS_MAX_STALE_SECONDS = 3600
+    key = SigningKey("k1")
+    jwks.publish(key)
+    assert get_me(client, key.token()).status_code == 200
+    jwks.close()  # the issuer is unreachable: connection refused
+    assert get_me(client, key.token()).status_code == 200
+
+
+def test_keys_past_the_staleness_bound_are_refused_until_the_issuer_answers_again(
+    client, jwks, settings, refresh_every_request, caplog
+):
+    settings.ELSA_OIDC_JWKS_MAX_STALE_SECONDS = 1
+    key = SigningKey("k1")
+    jwks.publish(key)
+    token = key.token()
+    assert get_me(client, token).status_code == 200
+    jwks.close()
+    with caplog.at_level("WARNING", logger="elsa.identity"):
+        wait_until(lambda: get_me(client, token).status_code == 401, timeout=10, message="stale keys refused")
+    response = get_me(client, token)
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "authentication_failed"
+    assert "Bearer" in response["WWW-Authenticate"]
+    refusals = [r for r in caplog.records if "ELSA_OIDC_JWKS_MAX_STALE_SECONDS" in r.getMessage()]
+    assert refusals and all(r.issuer == ISSUER for r in refusals)
+    assert token not in caplog.text
+    # The issuer answers again (on a new port: the old one is gone) and its keys verify again.
+    revived = JwksServer()
+    try:
+        revived.publish(key)
+        settings.ELSA_OIDC_ISSUERS = [{"issuer": ISSUER, "audience": AUDIENCE, "jwks_url": revived.url}]
+        assert get_me(client, token).status_code == 200
+    finally:
+        revived.close()
+
+
+def test_no_staleness_allowed_refuses_tokens_as_soon_as_a_refresh_fails(client, jwks, settings, refresh_every_request):
+    settings.ELSA_OIDC_JWKS_MAX_STALE_SECONDS = 0
+    key = SigningKey("k1")
+    jwks.publish(key)
+    assert get_me(client, key.token()).status_code == 200
+    jwks.close()
+    assert get_me(client, key.token()).status_code == 401
