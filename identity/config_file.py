@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import threading
+from collections import Counter
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -80,24 +81,28 @@ def _roles(item: dict) -> tuple[str, ...]:
     return tuple(roles)
 
 
+def _duplicates(kind: str, names) -> list[str]:
+    counts = Counter(names)
+    return [f"{kind} {name!r}" for name, count in counts.items() if count > 1]
+
+
 def parse_identity_file(data) -> IdentityFile:
     """Users, Roles and Applications, at the top level or under "Identity"."""
     if not isinstance(data, dict):
         raise IdentityFileError("The identity file must hold a JSON object.")
     section = data.get("Identity", data)
-    roles = {}
+    roles = []
     for item in _items(section, "Roles"):
         perms = item.get("Permissions", [])
         if not isinstance(perms, list) or not all(isinstance(p, str) for p in perms):
             raise IdentityFileError("'Permissions' must be a list of strings.")
-        roles[_str(item, "Name")] = ConfigRole(_str(item, "Name"), tuple(perms))
-    users = {}
-    for item in _items(section, "Users"):
-        # Elsa stores hash and salt apart; hash_secret's hash already embeds its salt (Django format).
-        users[_str(item, "Name")] = ConfigUser(_str(item, "Name"), _str(item, "HashedPassword"), _roles(item))
-    applications = {}
-    for item in _items(section, "Applications"):
-        app = ConfigApplication(
+        roles.append(ConfigRole(_str(item, "Name"), tuple(perms)))
+    # Elsa stores hash and salt apart; hash_secret's hash already embeds its salt (Django format).
+    users = [
+        ConfigUser(_str(item, "Name"), _str(item, "HashedPassword"), _roles(item)) for item in _items(section, "Users")
+    ]
+    applications = [
+        ConfigApplication(
             name=_str(item, "Name"),
             client_id=_str(item, "ClientId"),
             hashed_client_secret=_str(item, "HashedClientSecret", required=False),
@@ -105,8 +110,24 @@ def parse_identity_file(data) -> IdentityFile:
             api_key_salt=_str(item, "HashedApiKeySalt", required=False),
             roles=_roles(item),
         )
-        applications[app.client_id] = app
-    return IdentityFile(users=users, roles=roles, applications=applications)
+        for item in _items(section, "Applications")
+    ]
+    # Two entries of one name would silently replace each other (which one wins is the file's
+    # order, not the operator's intent), and an application name is how the admin, the audit log
+    # and identity.E001 tell applications apart: refuse the whole file, naming every duplicate.
+    duplicates = [
+        *_duplicates("role", (r.name for r in roles)),
+        *_duplicates("user", (u.name for u in users)),
+        *_duplicates("application client id", (a.client_id for a in applications)),
+        *_duplicates("application name", (a.name for a in applications)),
+    ]
+    if duplicates:
+        raise IdentityFileError(f"The identity file defines more than once: {', '.join(duplicates)}.")
+    return IdentityFile(
+        users={u.name: u for u in users},
+        roles={r.name: r for r in roles},
+        applications={a.client_id: a for a in applications},
+    )
 
 
 def identity_file() -> IdentityFile:
@@ -165,9 +186,10 @@ def usable_identity_file() -> IdentityFile:
     """
     try:
         config = identity_file()
-    except IdentityFileError:
-        # identity.E002 reports it at start-up; at request time a broken file grants nobody.
-        logger.error("ELSA_IDENTITY_FILE cannot be read; its identities are refused")
+    except IdentityFileError as exc:
+        # identity.E002 reports it at start-up; at request time a broken file grants nobody. The
+        # reason names the path, a key or a duplicated name, never a hash.
+        logger.error("ELSA_IDENTITY_FILE cannot be used; its identities are refused: %s", exc)
         return _EMPTY
     if config is _EMPTY:
         return config

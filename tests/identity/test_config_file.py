@@ -151,6 +151,35 @@ def test_an_unreadable_identity_file_is_refused(settings, tmp_path):
     assert [e.id for e in check_identity_file()] == ["identity.E002"]
 
 
+def test_duplicate_names_in_the_identity_file_are_refused_naming_them(client, identity_file, caplog):
+    def duplicate(section):
+        section["Roles"].append({**section["Roles"][0], "Permissions": ["*"]})
+        section["Users"].append({**section["Users"][0], "HashedPassword": "other"})
+        section["Applications"].append({**section["Applications"][0], "Name": "another-name"})
+        section["Applications"].append({**section["Applications"][0], "ClientId": "another-client"})
+
+    rewrite(identity_file, duplicate)
+    errors = check_identity_file()
+    assert [e.id for e in errors] == ["identity.E002"]
+    for name in ("role 'ops'", "user 'fileuser'", "application client id 'file-client'", "application name 'fileapp'"):
+        assert name in errors[0].msg
+    # At request time the whole file grants nobody, as for any other invalid content.
+    with caplog.at_level("ERROR", logger="elsa.identity"):
+        response = client.post(
+            f"{API}/login", {"username": "fileuser", "password": "file user password 1"}, "application/json"
+        )
+    assert response.status_code == 401
+    assert "user 'fileuser'" in caplog.text
+    assert client.get(f"{API}/me", HTTP_X_API_KEY="file-api-key-0123456789-abcdefghijklmnop").status_code == 401
+
+
+def test_a_file_rewritten_with_a_duplicate_user_stops_granting_its_previous_version(client, identity_file):
+    login = {"username": "fileuser", "password": "file user password 1"}
+    assert client.post(f"{API}/login", login, "application/json").status_code == 200
+    rewrite(identity_file, lambda section: section["Users"].append({**section["Users"][0], "Roles": ["admin"]}))
+    assert client.post(f"{API}/login", login, "application/json").status_code == 401
+
+
 def test_oidc_issuer_without_audience_is_refused(settings):
     settings.ELSA_OIDC_ISSUERS = [{"issuer": "https://x", "jwks_url": "https://x/jwks"}]
     assert [e.id for e in check_oidc_issuers()] == ["identity.E003"]
