@@ -5,6 +5,7 @@ import secrets
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
 from django.contrib.auth.hashers import make_password
 from django.contrib.auth.models import Group
 from django.core.exceptions import PermissionDenied
@@ -16,11 +17,30 @@ from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, Ou
 
 from audit.actors import actor_from_request
 from audit.admin import AuditedModelAdmin
-from identity import invalidation, services, tokens
+from identity import config_file, invalidation, services, tokens
 from identity.models import ApiKey, Application, Role, User, permissions_of_roles
 from identity.permissions import known_permissions
 
 BUILTIN_ROLE = "admin"
+
+
+def _refuse_file_name(kind: str, name: str) -> None:
+    """A user or application name the identity file defines is refused here, as in the API.
+
+    Login looks in the database first, so a database user of a file user's name would silently take
+    over that name (and the audit log would show two principals by one name); the next start would
+    then fail identity.E001. Refusing the name here keeps each identity in exactly one place.
+    """
+    try:
+        defined = config_file.file_defines(kind, name)
+    except config_file.IdentityFileError as exc:
+        raise forms.ValidationError(
+            "ELSA_IDENTITY_FILE cannot be read, so this name cannot be checked against it; fix the file first."
+        ) from exc
+    if defined:
+        raise forms.ValidationError(
+            f"A {kind} named {name!r} is defined in ELSA_IDENTITY_FILE; choose another name.", code="file_identity"
+        )
 
 
 def _holds(request, permissions) -> bool:
@@ -114,9 +134,26 @@ class RoleAdmin(HeldPermissionsAdmin):
         invalidation.publish("roles")
 
 
+class UserAdminCreationForm(AdminUserCreationForm):
+    def clean_username(self):
+        username = super().clean_username()
+        _refuse_file_name("user", username)
+        return username
+
+
+class UserAdminChangeForm(UserChangeForm):
+    def clean_username(self):
+        username = self.cleaned_data["username"]
+        if "username" in self.changed_data:
+            _refuse_file_name("user", username)
+        return username
+
+
 @admin.register(User)
 class UserAdmin(DjangoUserAdmin, HeldPermissionsAdmin):
     audit_resource_type = "user"
+    form = UserAdminChangeForm
+    add_form = UserAdminCreationForm
     fieldsets = (*DjangoUserAdmin.fieldsets, ("Elsa roles", {"fields": ("roles",)}))
     filter_horizontal = (*DjangoUserAdmin.filter_horizontal, "roles")
 
@@ -175,6 +212,12 @@ class ApplicationAdminForm(forms.ModelForm):
     class Meta:
         model = Application
         fields = ["name", "roles", "enabled", "expires_at"]
+
+    def clean_name(self):
+        name = self.cleaned_data["name"]
+        if self.instance.pk is None or "name" in self.changed_data:
+            _refuse_file_name("application", name)
+        return name
 
 
 def _secrets_page(request, application, *, client_secret, api_key, continue_url):

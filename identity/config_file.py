@@ -266,6 +266,17 @@ def config_principal_exists(actor_type: str, actor_id: str) -> bool:
     return name in (config.users if actor_type == "user" else config.applications)
 
 
+def file_defines(kind: str, name: str) -> bool:
+    """Whether the identity file defines a user ("user") or an application ("application") of this name.
+
+    IdentityFileError when the file cannot be used: then nothing can be checked against it.
+    """
+    config = identity_file()
+    if kind == "user":
+        return name in config.users
+    return any(app.name == name for app in config.applications.values())
+
+
 def conflicts_with_database() -> list[str]:
     """Names and client ids defined both in the file and in the database (refused at start-up)."""
     from identity.models import Application, Role, User

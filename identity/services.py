@@ -366,7 +366,7 @@ def user_create(
     caller_permissions: frozenset[str] | None,
 ) -> User:
     _unique_name(User, "username", username)
-    if username in config_file.identity_file().users:
+    if config_file.file_defines("user", username):
         raise Conflict(f"A user named {username!r} is defined in the identity file.")
     user = User(username=username, email=email)
     _check_password_strength(password, user)
@@ -444,8 +444,7 @@ def application_create(
 ) -> tuple[Application, str, str]:
     """(application, client_secret, api_key): the two secrets exist only in this return value."""
     _unique_name(Application, "name", name)
-    config = config_file.identity_file()
-    if name in {a.name for a in config.applications.values()}:
+    if config_file.file_defines("application", name):
         raise Conflict(f"An application named {name!r} is defined in the identity file.")
     client_secret = secrets.token_urlsafe(32)
     try:
@@ -539,6 +538,8 @@ def application_update(
     changed: list[str] = []
     if "name" in changes and changes["name"] != application.name:
         _unique_name(Application, "name", changes["name"], exclude_pk=application.pk)
+        if config_file.file_defines("application", changes["name"]):
+            raise Conflict(f"An application named {changes['name']!r} is defined in the identity file.")
         application.name = changes["name"]
         changed.append("name")
     if "expires_at" in changes:

@@ -180,6 +180,84 @@ def test_a_file_rewritten_with_a_duplicate_user_stops_granting_its_previous_vers
     assert client.post(f"{API}/login", login, "application/json").status_code == 401
 
 
+def admin_client(client):
+    from identity.models import User
+
+    client.force_login(User.objects.create_superuser(username="boss", email="", password="x" * 20))
+    return client
+
+
+def test_the_admin_refuses_a_user_named_like_a_file_user(client, identity_file):
+    from identity.models import User
+
+    form = {
+        "username": "fileuser",
+        "usable_password": "true",
+        "password1": "a strong pass 12",
+        "password2": "a strong pass 12",
+    }
+    response = admin_client(client).post("/admin/identity/user/add/", form)
+    assert response.status_code == 200  # the form again, with the error
+    assert "is defined in ELSA_IDENTITY_FILE" in response.content.decode()
+    assert not User.objects.filter(username="fileuser").exists()
+    assert check_identity_file() == []
+    assert client.post("/admin/identity/user/add/", {**form, "username": "dbuser"}).status_code == 302
+
+
+def test_the_admin_refuses_renaming_a_user_to_a_file_user_name(client, identity_file):
+    user = UserFactory(username="dbuser")
+    page = admin_client(client).get(f"/admin/identity/user/{user.pk}/change/")
+    form = {k: v for k, v in page.context["adminform"].form.initial.items() if v is not None and k != "roles"}
+    form.update(username="fileuser", date_joined_0="2026-01-01", date_joined_1="00:00:00")
+    response = client.post(f"/admin/identity/user/{user.pk}/change/", form)
+    assert response.status_code == 200
+    assert "is defined in ELSA_IDENTITY_FILE" in response.content.decode()
+    user.refresh_from_db()
+    assert user.username == "dbuser"
+    assert client.post(f"/admin/identity/user/{user.pk}/change/", {**form, "username": "dbuser2"}).status_code == 302
+
+
+def test_the_admin_refuses_an_application_named_like_a_file_application(client, identity_file):
+    from identity.models import Application
+
+    form = {"name": "fileapp", "enabled": "on", "api_keys-TOTAL_FORMS": "0", "api_keys-INITIAL_FORMS": "0"}
+    response = admin_client(client).post("/admin/identity/application/add/", form)
+    assert response.status_code == 200
+    assert "is defined in ELSA_IDENTITY_FILE" in response.content.decode()
+    assert not Application.objects.filter(name="fileapp").exists()
+    application = Application.objects.create(name="dbapp", client_id="app_db", client_secret_hash="x")
+    response = client.post(f"/admin/identity/application/{application.pk}/change/", form)
+    assert "is defined in ELSA_IDENTITY_FILE" in response.content.decode()
+    application.refresh_from_db()
+    assert application.name == "dbapp"
+    renamed = client.post(f"/admin/identity/application/{application.pk}/change/", {**form, "name": "dbapp2"})
+    assert renamed.status_code == 302
+
+
+def test_the_admin_refuses_new_names_while_the_identity_file_cannot_be_read(client, identity_file):
+    identity_file.write_text("{broken")
+    form = {"name": "newapp", "enabled": "on", "api_keys-TOTAL_FORMS": "0", "api_keys-INITIAL_FORMS": "0"}
+    response = admin_client(client).post("/admin/identity/application/add/", form)
+    assert response.status_code == 200
+    assert "ELSA_IDENTITY_FILE cannot be read" in response.content.decode()
+
+
+def test_the_api_refuses_renaming_an_application_to_a_file_application_name(client, identity_file):
+    from identity.models import Application
+    from tests.identity.factories import principal_headers
+
+    application = Application.objects.create(name="dbapp", client_id="app_db", client_secret_hash="x")
+    response = client.patch(
+        f"{API}/applications/{application.pk}",
+        {"name": "fileapp"},
+        "application/json",
+        **principal_headers("update:application"),
+    )
+    assert response.status_code == 409
+    application.refresh_from_db()
+    assert application.name == "dbapp"
+
+
 def test_oidc_issuer_without_audience_is_refused(settings):
     settings.ELSA_OIDC_ISSUERS = [{"issuer": "https://x", "jwks_url": "https://x/jwks"}]
     assert [e.id for e in check_oidc_issuers()] == ["identity.E003"]
