@@ -6,10 +6,10 @@ among them). The redacting filter then scrubbed all of them, calling repr() on t
 request: about 1.3 ms of CPU per request, a fifth of the web process's Python time on /health/live
 (measured with py-spy). The format names five or six atoms; only those are built into the record,
 each already scrubbed of tokens and credentials, so the filter and the formatter see a few short
-values. A header or environ atom whose name is a sensitive key (`%({authorization}i)s`,
-`%({cookie}i)s`, `%({x-api-key}i)s`, ...: elsa_site.logging.sensitive_keys) is logged as
-"[redacted]" whatever it holds. A header atom the format names but a request lacks is '-', as
-gunicorn prints it.
+values. A header or environ atom whose name is a sensitive key in any of its forms
+(`%({authorization}i)s`, `%({set-cookie}o)s`, `%({HTTP_X_API_KEY}e)s`, ...: elsa_site.logging.key_form
+and sensitive_keys) is logged as "[redacted]" whatever it holds. A header atom the format names
+but a request lacks is '-', as gunicorn prints it.
 """
 
 import functools
@@ -17,7 +17,7 @@ import re
 
 from gunicorn.glogging import Logger
 
-from elsa_site.logging import REDACTED, scrub_text, sensitive_keys
+from elsa_site.logging import REDACTED, key_form, scrub_text, sensitive_keys
 
 _ATOM = re.compile(r"%\(([^)]+)\)")
 # `{name}i` (request header), `{name}o` (response header), `{name}e` (environ): gunicorn's atoms with a name.
@@ -32,12 +32,8 @@ def atom_names(access_log_format: str) -> tuple[str, ...]:
 
 def _sensitive(name: str, keys: frozenset[str]) -> bool:
     match = _NAMED_ATOM.match(name)
-    if match is None:
-        return False
-    key = match.group(1).lower()
-    if name.endswith("e") and key.startswith("http_"):  # a header as WSGI names it: HTTP_X_API_KEY
-        key = key[5:].replace("_", "-")
-    return key in keys
+    # key_form makes a header as WSGI names it (`{HTTP_X_API_KEY}e`) the header itself (`{x-api-key}i`).
+    return match is not None and key_form(match.group(1)) in keys
 
 
 @functools.cache

@@ -13,9 +13,23 @@ from django.conf import settings
 REDACTED = "[redacted]"
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
-# Keys whose values never reach a log line, whatever their depth in a structure.
+
+def key_form(key) -> str:
+    """A key as it is compared with the sensitive keys: case, `_` or `-`, and WSGI's `HTTP_` prefix aside.
+
+    The same header reaches a log record as `Authorization` (request.headers, httpx), `authorization`
+    (ASGI, HTTP/2), `HTTP_AUTHORIZATION` (request.META, the WSGI environ) or `b"authorization"` (raw
+    header pairs): all are one key here.
+    """
+    if isinstance(key, bytes | bytearray):
+        key = bytes(key).decode("latin-1")
+    return str(key).lower().replace("_", "-").removeprefix("http-")
+
+
+# Keys whose values never reach a log line, whatever their depth in a structure (in key_form).
 BASE_SENSITIVE_KEYS = frozenset(
-    {
+    key_form(key)
+    for key in (
         "input",
         "output",
         "outputs",
@@ -27,13 +41,15 @@ BASE_SENSITIVE_KEYS = frozenset(
         "api_key",
         "apikey",
         "authorization",
+        "proxy-authorization",
         "client_secret",
         "access_token",
         "refresh_token",
         "cookie",
+        "set-cookie",
         "x-api-key",
         "credentials",
-    }
+    )
 )
 # Resume tokens travel in `t=` query parameters; strip them from any logged URL or message.
 _TOKEN_IN_URL = re.compile(r"((?:^|[?&;\s])t=)[^&\s\"']+")
@@ -47,8 +63,9 @@ _KEY_VALUE = re.compile(
 
 
 def sensitive_keys() -> frozenset[str]:
+    """The keys to redact, in key_form: the base set and ELSA_LOG_REDACTED_FIELDS."""
     extra = getattr(settings, "ELSA_LOG_REDACTED_FIELDS", []) if settings.configured else []
-    return BASE_SENSITIVE_KEYS | {k.lower() for k in extra}
+    return BASE_SENSITIVE_KEYS | {key_form(k) for k in extra}
 
 
 def scrub_text(text: str) -> str:
@@ -64,7 +81,12 @@ def redact(value, keys: frozenset[str] | None = None, _depth: int = 0):
     if _depth > 20:
         return REDACTED
     if isinstance(value, Mapping):
-        return {k: (REDACTED if str(k).lower() in keys else redact(v, keys, _depth + 1)) for k, v in value.items()}
+        return {k: (REDACTED if key_form(k) in keys else redact(v, keys, _depth + 1)) for k, v in value.items()}
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str | bytes):
+        # A (name, value) tuple, as headers travel in WSGI's start_response or httpx's raw headers (tuples
+        # only: a two-item JSON list such as ["input", "output"] is data, not a header).
+        if key_form(value[0]) in keys:
+            return [redact(value[0], keys, _depth + 1), REDACTED]
     if isinstance(value, list | tuple | set):
         return [redact(v, keys, _depth + 1) for v in value]
     if isinstance(value, str):
@@ -98,7 +120,7 @@ class RedactingFilter(logging.Filter):
         for name in list(record.__dict__):
             if name in self._STANDARD:
                 continue
-            record.__dict__[name] = REDACTED if name.lower() in keys else redact(record.__dict__[name], keys)
+            record.__dict__[name] = REDACTED if key_form(name) in keys else redact(record.__dict__[name], keys)
         return True
 
 

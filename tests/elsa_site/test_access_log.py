@@ -70,6 +70,13 @@ def test_atoms_named_after_sensitive_headers_are_redacted_whatever_they_hold():
     }
 
 
+def test_atoms_of_sensitive_keys_are_redacted_in_every_header_form():
+    fmt = "%({set-cookie}o)s %({Proxy-Authorization}i)s %({HTTP_PROXY_AUTHORIZATION}e)s %({api_key}e)s %({x_api_key}i)s"
+    with socket.socket() as sock:
+        atoms = _logger(fmt).atoms(*_request(sock))
+    assert set(atoms.values()) == {"[redacted]"}
+
+
 def test_an_access_line_through_the_configured_handler(monkeypatch):
     """The logger, the redacting filter and the JSON formatter together, as gunicorn.conf.py wires them."""
     fmt = '%(h)s "%(r)s" %(s)s %(a)s'

@@ -84,6 +84,70 @@ def test_a_secret_sent_in_a_request_never_reaches_the_log(client, capsys, settin
     assert SECRET not in out.out + out.err  # ...without the secret
 
 
+HEADER_KEYS = [
+    "Authorization",
+    "authorization",
+    "AUTHORIZATION",
+    "Proxy-Authorization",
+    "proxy_authorization",
+    "X-API-Key",
+    "x-api-key",
+    "X_API_KEY",
+    "x_api_key",
+    "Cookie",
+    "Set-Cookie",
+    "set_cookie",
+    "SET-COOKIE",
+    "HTTP_AUTHORIZATION",
+    "HTTP_PROXY_AUTHORIZATION",
+    "HTTP_X_API_KEY",
+    "HTTP_COOKIE",
+    "Http-Cookie",
+    "Api-Key",
+    "Client-Secret",
+    "Access-Token",
+]
+
+
+def project_logger(settings):
+    """A logger writing through the handler, filter and formatter that settings.LOGGING configures.
+
+    Called in the test itself: the handler binds sys.stdout when configured, and only during the
+    test call is that the capture the test reads.
+    """
+    logging.config.dictConfig(settings.LOGGING)
+    return logging.getLogger("elsa.test-header-redaction")
+
+
+@pytest.mark.parametrize("key", HEADER_KEYS)
+def test_header_shaped_keys_are_redacted_in_extras_args_and_nested_dicts(settings, capsys, key):
+    # No Bearer/ApiKey prefix and no key=value shape: only the key can tell this value is a credential.
+    credential = f"Basic {SECRET}"
+    logger = project_logger(settings)
+    logger.warning("extra", extra={key: credential})
+    logger.warning("nested", extra={"request_headers": {key: credential, "Accept": "application/json"}})
+    logger.warning("args %s", {key: credential})
+    logger.warning(f"mapping %({key})s", {key: credential})
+    logger.warning("pairs %s", [(key, credential), ("Accept", "application/json")])
+    logger.warning("raw pairs %s", [(key.encode(), credential.encode())])
+    out = capsys.readouterr()
+    assert SECRET not in out.out + out.err
+    lines = [json.loads(line) for line in out.out.splitlines()]
+    assert len(lines) == 6
+    assert lines[0][key] == "[redacted]"
+    assert lines[1]["request_headers"] == {key: "[redacted]", "Accept": "application/json"}
+    assert lines[4]["message"] == "pairs [['" + key + "', '[redacted]'], ['Accept', 'application/json']]"
+
+
+def test_configured_fields_match_in_any_header_form(settings, capsys):
+    settings.ELSA_LOG_REDACTED_FIELDS = ["X-Partner-Signature"]
+    project_logger(settings).warning(
+        "partner", extra={"meta": {"HTTP_X_PARTNER_SIGNATURE": SECRET, "x_partner_signature": SECRET}}
+    )
+    out = capsys.readouterr()
+    assert "partner" in out.out and SECRET not in out.out + out.err
+
+
 def test_request_id_is_echoed_and_generated(client):
     assert client.get("/health/live", HTTP_X_REQUEST_ID="abc-123")["X-Request-ID"] == "abc-123"
     generated = client.get("/health/live", HTTP_X_REQUEST_ID="bad id with spaces")["X-Request-ID"]
