@@ -127,8 +127,12 @@ def _touch(verified: VerifiedKey) -> None:
     Application.objects.filter(pk=verified.application_pk).update(last_used_at=stamp)
 
 
-def api_key_verify(key: str) -> Principal | None:
-    """The application principal of a valid database API key, else None."""
+def api_key_verify(key: str, *, cached_only: bool = False) -> Principal | None:
+    """The application principal of a valid database API key, else None.
+
+    `cached_only` answers from this process's verification cache alone: None for a key it has not
+    loaded, without a query.
+    """
     parsed = api_key_parse(key)
     if parsed is None:
         return None
@@ -137,6 +141,8 @@ def api_key_verify(key: str) -> Principal | None:
     cache_key = f"apikey:{key_id}"
     verified = invalidation.cache.get(cache_key)
     if verified is None:
+        if cached_only:
+            return None
         generation = invalidation.cache.generation
         verified = _load(key_id)
         if verified is None:

@@ -6,7 +6,7 @@ from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, SessionAuthentication
 
 from audit.actors import client_ip
-from identity import apikeys, config_file, oidc, tokens
+from identity import apikeys, config_file, oidc, ratelimits, tokens
 from identity.principals import Principal
 
 CHALLENGE = 'Bearer realm="elsa", ApiKey realm="elsa"'
@@ -81,25 +81,47 @@ class ApiKeyAuthentication(BaseAuthentication):
             return value.strip()
         return request.META.get("HTTP_X_API_KEY", "").strip() or None
 
-    def find_application(self, key: str) -> Principal | None:
-        return apikeys.api_key_verify(key) or config_file.config_api_key_principal(key)
+    def find_application(self, key: str, *, cached_only: bool = False) -> Principal | None:
+        """The key's application; `cached_only`: only from memory (keys this process verified, the file's)."""
+        return apikeys.api_key_verify(key, cached_only=cached_only) or config_file.config_api_key_principal(key)
 
     def authenticate(self, request):
         key = self.get_key(request)
         if key is None:
             return None
-        principal = self.find_application(key)
+        # A key this process has verified, or one of the identity file, costs no round trip and is
+        # never limited. Any other key is first checked against the client IP's failed attempts, so
+        # a flood of made-up keys costs one cache lookup each, not a query and an audit event.
+        principal = self.find_application(key, cached_only=True)
+        if principal is None:
+            self.refuse_if_blocked(request, key)
+            principal = apikeys.api_key_verify(key)
         if principal is None:
             self.record_failure(request, key)
             raise exceptions.AuthenticationFailed("Invalid API key.")
         return principal, None
 
+    def refuse_if_blocked(self, request, key: str) -> None:
+        """429 while the client IP is over ELSA_API_KEY_FAILURE_RATE; audited once per block."""
+        block = ratelimits.api_key_block(request)
+        if block is None:
+            return
+        if block.first_refusal:
+            self.audit_failure(request, key, reason="rate_limited")
+        raise exceptions.Throttled(
+            wait=block.retry_after, detail="Too many failed API key attempts from this address; try again later."
+        )
+
     def record_failure(self, request, key: str) -> None:
+        ratelimits.api_key_failure_count(request)
+        self.audit_failure(request, key, reason="invalid_api_key")
+
+    def audit_failure(self, request, key: str, *, reason: str) -> None:
         from identity.services import api_key_failure_record
 
         parsed = apikeys.api_key_parse(key)
         # Only the public key id (if the key is well-formed) is recorded, never the key.
-        api_key_failure_record(ip=client_ip(request), key_id=parsed[0] if parsed else "")
+        api_key_failure_record(ip=client_ip(request), key_id=parsed[0] if parsed else "", reason=reason)
 
     def authenticate_header(self, request) -> str:
         return CHALLENGE

@@ -1,5 +1,6 @@
 """Identity system checks (identity.E0xx): identity file, its overlap with the database, OIDC issuers."""
 
+import re
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -85,3 +86,21 @@ def check_oidc_jwks_staleness(app_configs=None, **kwargs) -> list[Error]:
             )
         ]
     return []
+
+
+# django-ratelimit's grammar: "<count>/<multiplier?><s|m|h|d>", e.g. "10/m" or "5/10s".
+_RATE = re.compile(r"^[1-9]\d*/([1-9]\d*)?[smhd]$")
+
+
+@register(Tags.security)
+def check_rates(app_configs=None, **kwargs) -> list[Error]:
+    """E006: the login and failed API key limits are rates django-ratelimit understands."""
+    return [
+        Error(
+            f"{name} is not a rate like '10/m'.",
+            hint="Credential guessing and floods of made-up credentials are limited per client IP with it.",
+            id="identity.E006",
+        )
+        for name in ("ELSA_LOGIN_RATE", "ELSA_API_KEY_FAILURE_RATE")
+        if not _RATE.match(str(getattr(settings, name, "")))
+    ]

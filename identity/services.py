@@ -70,7 +70,7 @@ _TAKEOVER_REFUSED = "You cannot replace the credentials of this {}: it holds per
 # --- Failed attempts ------------------------------------------------------------------------
 
 
-def api_key_failure_record(*, ip: str | None, key_id: str) -> None:
+def api_key_failure_record(*, ip: str | None, key_id: str, reason: str = "invalid_api_key") -> None:
     """Audit a refused API key; only its public key id (if well-formed) is recorded, never the key."""
     with transaction.atomic():
         audit_record(
@@ -79,6 +79,7 @@ def api_key_failure_record(*, ip: str | None, key_id: str) -> None:
             result=FAILURE,
             resource=("api-key", key_id) if key_id else None,
             actor=Actor.anonymous(ip),
+            context={"reason": reason},
         )
 
 

@@ -331,6 +331,9 @@ ELSA_OIDC_ISSUERS = env.json("ELSA_OIDC_ISSUERS", default=[])
 # JSON object mapping an external role, group or scope to a list of permission strings.
 ELSA_OIDC_PERMISSION_MAP = env.json("ELSA_OIDC_PERMISSION_MAP", default={})
 ELSA_LOGIN_RATE = env.str("ELSA_LOGIN_RATE", default="10/m")
+# Failed API key attempts per client IP; beyond it, keys this process has not verified are 429
+# without a query, and the block is audited once (identity.E006 checks the rate's grammar).
+ELSA_API_KEY_FAILURE_RATE = env.str("ELSA_API_KEY_FAILURE_RATE", default="10/m")
 # Process-local verification cache of API keys and token principals: entries live this long while
 # invalidations arrive by push (Redis pub/sub), and at most the fallback time while they cannot.
 ELSA_IDENTITY_CACHE_SECONDS = env.float("ELSA_IDENTITY_CACHE_SECONDS", default=300.0)
