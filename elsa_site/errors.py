@@ -53,6 +53,13 @@ class TooManyRequests(DomainError):
     code = "rate_limited"
 
 
+class Unavailable(DomainError):
+    """The server's own configuration or a dependency keeps the operation from being checked: retry later."""
+
+    http_status = status.HTTP_503_SERVICE_UNAVAILABLE
+    code = "unavailable"
+
+
 def error_body(code: str, message: str, details=None) -> dict:
     body = {"error": {"code": code, "message": message}}
     if details is not None:

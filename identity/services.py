@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from audit.actors import Actor
 from audit.services import audit_record
-from elsa_site.errors import Conflict, DomainError, InvalidInput
+from elsa_site.errors import Conflict, DomainError, InvalidInput, Unavailable
 from identity import config_file, invalidation, tokens
 from identity.apikeys import api_key_generate
 from identity.models import ApiKey, Application, Role, User, permissions_of_roles
@@ -357,6 +357,20 @@ def _check_password_strength(password: str, user: User | None = None) -> None:
 
 
 @transaction.atomic
+def _refuse_file_name(kind: str, name: str) -> None:
+    """409 when the identity file defines a user or application of this name (each identity lives in
+    one place); 503 when the file cannot be read, so the name cannot be checked against it."""
+    try:
+        defined = config_file.file_defines(kind, name)
+    except config_file.IdentityFileError as exc:
+        raise Unavailable(
+            f"ELSA_IDENTITY_FILE cannot be read, so the {kind} name cannot be checked against it; fix the file first.",
+            code="identity_file_unavailable",
+        ) from exc
+    if defined:
+        raise Conflict(f"A {kind} named {name!r} is defined in the identity file.")
+
+
 def user_create(
     *,
     username: str,
@@ -367,8 +381,7 @@ def user_create(
     caller_permissions: frozenset[str] | None,
 ) -> User:
     _unique_name(User, "username", username)
-    if config_file.file_defines("user", username):
-        raise Conflict(f"A user named {username!r} is defined in the identity file.")
+    _refuse_file_name("user", username)
     user = User(username=username, email=email)
     _check_password_strength(password, user)
     user.set_password(password)
@@ -445,8 +458,7 @@ def application_create(
 ) -> tuple[Application, str, str]:
     """(application, client_secret, api_key): the two secrets exist only in this return value."""
     _unique_name(Application, "name", name)
-    if config_file.file_defines("application", name):
-        raise Conflict(f"An application named {name!r} is defined in the identity file.")
+    _refuse_file_name("application", name)
     client_secret = secrets.token_urlsafe(32)
     try:
         with transaction.atomic():
@@ -539,8 +551,7 @@ def application_update(
     changed: list[str] = []
     if "name" in changes and changes["name"] != application.name:
         _unique_name(Application, "name", changes["name"], exclude_pk=application.pk)
-        if config_file.file_defines("application", changes["name"]):
-            raise Conflict(f"An application named {changes['name']!r} is defined in the identity file.")
+        _refuse_file_name("application", changes["name"])
         application.name = changes["name"]
         changed.append("name")
     if "expires_at" in changes:

@@ -258,6 +258,22 @@ def test_the_api_refuses_renaming_an_application_to_a_file_application_name(clie
     assert application.name == "dbapp"
 
 
+def test_the_api_answers_503_for_new_names_while_the_identity_file_cannot_be_read(client, identity_file):
+    from identity.models import Application, User
+    from tests.identity.factories import principal_headers
+
+    identity_file.write_text("{broken")
+    headers = principal_headers("create:user", "create:application")
+    response = client.post(f"{API}/users", {"username": "newuser", "password": "another strong pass 1"},
+                           "application/json", **headers)  # fmt: skip
+    assert response.status_code == 503, response.content
+    assert response.json()["error"]["code"] == "identity_file_unavailable"
+    response = client.post(f"{API}/applications", {"name": "newapp"}, "application/json", **headers)
+    assert response.status_code == 503, response.content
+    assert not User.objects.filter(username="newuser").exists()
+    assert not Application.objects.filter(name="newapp").exists()
+
+
 def test_oidc_issuer_without_audience_is_refused(settings):
     settings.ELSA_OIDC_ISSUERS = [{"issuer": "https://x", "jwks_url": "https://x/jwks"}]
     assert [e.id for e in check_oidc_issuers()] == ["identity.E003"]
